@@ -1,0 +1,5 @@
+"""`python -m agent.cli` runs the pgwarden command."""
+
+from agent.cli import main
+
+main()
