@@ -111,6 +111,10 @@ class Probes:
 
     # -- loading -----------------------------------------------------------------------------
 
+    @property
+    def loaded(self) -> bool:
+        return self._bpf is not None
+
     def load(self) -> None:
         try:
             from bcc import BPF
