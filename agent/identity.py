@@ -80,7 +80,7 @@ def _cgroup_of(pid: int) -> str | None:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
         return None
-    by_hierarchy = dict(line.split(":", 2)[1::2] for line in lines if line.count(":") >= 2)
+    by_hierarchy = dict(line.split(":", 2)[1:] for line in lines if line.count(":") >= 2)
     for key in ("", "name=systemd"):
         path = by_hierarchy.get(key)
         if path and path != "/":
