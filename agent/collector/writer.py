@@ -1,0 +1,195 @@
+"""One validated batch -> rows of the collector's tables (schema.py).
+
+Two steps, so that the SQLite write lock is held only for the inserts themselves:
+
+- `prepare(batch, relations, received_us)` is pure: it merges the batch's events per session,
+  flattens the client map, parses referenced relations (RelationCache) and builds every row;
+- `write(conn, prepared)` runs the inserts and upserts inside the caller's transaction.
+
+Sessions are upserted by session_id: a statement may arrive before its session.started (a
+placeholder row holds it), session.started may arrive twice or late, session.ended may come in
+another batch. A known value is never replaced by NULL; later non-NULL values win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Table, case, func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from agent.collector import schema
+from agent.collector.ingest import Batch
+from agent.collector.relations import Relation, RelationCache
+
+_STARTED_KEYS = ("backend_pid", "backend_start_us", "user", "database", "application_name",
+                 "startup_params", "protocol_version", "transport", "tls", "client_addr",
+                 "client_port", "identity_source", "attached_mid_session", "capture_source")
+_ENDED_KEYS = {"reason": "end_reason", "sqlstate": "end_sqlstate", "message": "end_message",
+               "statements": "end_statements", "bytes_in": "bytes_in", "bytes_out": "bytes_out"}
+_STATEMENT_KEYS = ("session_id", "seq", "query_seq", "ts_us", "duration_us", "protocol",
+                   "statement", "statement_raw", "fingerprint", "statement_name", "portal",
+                   "command_tag", "rows", "sqlstate", "error_message", "error_severity", "rule",
+                   "txn_status", "param_count", "param_formats", "param_values", "flags")
+_SESSION_DATA_COLUMNS = tuple(
+    c.name for c in schema.sessions.columns
+    if c.name not in ("session_id", "agent_id", "first_seen_us", "last_seen_us",
+                      "statements_stored"))
+
+
+@dataclass
+class PreparedBatch:
+    """The rows of one batch, ready for `write`."""
+
+    agent: dict[str, Any]
+    batch: dict[str, Any]
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    statements: list[dict[str, Any]] = field(default_factory=list)
+    statement_relations: list[tuple[Relation, ...]] = field(default_factory=list)
+    statement_flags: list[tuple[str, ...]] = field(default_factory=list)
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    cancels: list[dict[str, Any]] = field(default_factory=list)
+    agent_stats: dict[str, Any] | None = None
+
+
+def prepare(batch: Batch, relations: RelationCache, received_us: int) -> PreparedBatch:
+    """Build every row of `batch` (no I/O; the pglast parse happens here)."""
+    agent_id = batch.agent.agent_id
+    prepared = PreparedBatch(
+        agent={"agent_id": agent_id, "host": batch.agent.host, "boot_id": batch.agent.boot_id,
+               "version": batch.agent.version, "first_seen_us": received_us,
+               "last_seen_us": received_us, "last_batch_seq": batch.batch_seq},
+        batch={"agent_id": agent_id, "batch_seq": batch.batch_seq, "received_us": received_us,
+               "events": len(batch.events)},
+    )
+    sessions: dict[str, dict[str, Any]] = {}
+
+    def touch(session_id: str, ts_us: int) -> dict[str, Any]:
+        row = sessions.get(session_id)
+        if row is None:
+            row = sessions[session_id] = {
+                "session_id": session_id, "agent_id": agent_id, "first_seen_us": ts_us,
+                "last_seen_us": ts_us, "statements_stored": 0,
+                **{name: None for name in _SESSION_DATA_COLUMNS}}
+        row["first_seen_us"] = min(row["first_seen_us"], ts_us)
+        row["last_seen_us"] = max(row["last_seen_us"], ts_us)
+        return row
+
+    def merge(row: dict[str, Any], values: dict[str, Any]) -> None:
+        row.update((k, v) for k, v in values.items() if v is not None)
+
+    for event in batch.events:
+        etype, ts_us = event["type"], event["ts_us"]
+        if etype == "session.started":
+            client = event["client"] or {}
+            merge(touch(event["session_id"], ts_us), {
+                "started_us": ts_us, **{k: event[k] for k in _STARTED_KEYS},
+                **{f"client_{k}": v for k, v in client.items()}})
+        elif etype == "session.ended":
+            merge(touch(event["session_id"], ts_us), {
+                "ended_us": ts_us, **{col: event[key] for key, col in _ENDED_KEYS.items()}})
+        elif etype == "statement.executed":
+            touch(event["session_id"], ts_us)["statements_stored"] += 1
+            flags = None if event["flags"] is None else list(dict.fromkeys(event["flags"]))
+            prepared.statements.append({"agent_id": agent_id, "batch_seq": batch.batch_seq,
+                                        **{k: event[k] for k in _STATEMENT_KEYS}, "flags": flags})
+            prepared.statement_relations.append(
+                relations.relations(event["statement"], event["fingerprint"]))
+            prepared.statement_flags.append(tuple(flags or ()))
+        elif etype == "capture.gap":
+            touch(event["session_id"], ts_us)
+            prepared.gaps.append({"agent_id": agent_id, "session_id": event["session_id"],
+                                  "ts_us": ts_us, "direction": event["direction"],
+                                  "bytes": event["bytes"], "reason": event["reason"]})
+        elif etype == "cancel.requested":
+            prepared.cancels.append({"agent_id": agent_id, "session_id": event["session_id"],
+                                     "ts_us": ts_us,
+                                     "target_backend_pid": event["target_backend_pid"]})
+        elif etype == "agent.stats":
+            latest = prepared.agent_stats
+            if latest is None or ts_us >= latest["ts_us"]:
+                prepared.agent_stats = {
+                    "agent_id": agent_id, "ts_us": ts_us, "received_us": received_us,
+                    **{k: event[k] for k in ("events", "statements", "sessions", "drops",
+                                             "spool_bytes", "spool_batches")}}
+    prepared.sessions = list(sessions.values())
+    return prepared
+
+
+def write(conn: Connection, prepared: PreparedBatch) -> None:
+    """Insert/upsert `prepared` in `conn`'s open transaction (the batch row is the caller's)."""
+    _upsert_agent(conn, prepared.agent)
+    if prepared.sessions:
+        _upsert_sessions(conn, prepared.sessions)
+    if prepared.statements:
+        _insert_statements(conn, prepared)
+    if prepared.gaps:
+        conn.execute(schema.gaps.insert(), prepared.gaps)
+    if prepared.cancels:
+        conn.execute(schema.cancels.insert(), prepared.cancels)
+    if prepared.agent_stats is not None:
+        _upsert_agent_stats(conn, prepared.agent_stats)
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which has `on_conflict_do_update` (SQLite and PostgreSQL agree)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _upsert_agent(conn: Connection, row: dict[str, Any]) -> None:
+    t = schema.agents
+    stmt = _insert(conn, t)
+    newer = stmt.excluded.last_batch_seq >= t.c.last_batch_seq
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[t.c.agent_id],
+        set_={
+            **{name: case((newer, func.coalesce(stmt.excluded[name], t.c[name])), else_=t.c[name])
+               for name in ("host", "boot_id", "version")},
+            "last_seen_us": stmt.excluded.last_seen_us,
+            "last_batch_seq": case((newer, stmt.excluded.last_batch_seq),
+                                   else_=t.c.last_batch_seq),
+        }), row)
+
+
+def _upsert_sessions(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    t = schema.sessions
+    stmt = _insert(conn, t)
+    ex = stmt.excluded
+    set_: dict[str, Any] = {name: func.coalesce(ex[name], t.c[name])
+                            for name in _SESSION_DATA_COLUMNS}
+    set_["first_seen_us"] = case((ex.first_seen_us < t.c.first_seen_us, ex.first_seen_us),
+                                 else_=t.c.first_seen_us)
+    set_["last_seen_us"] = case((ex.last_seen_us > t.c.last_seen_us, ex.last_seen_us),
+                                else_=t.c.last_seen_us)
+    set_["statements_stored"] = t.c.statements_stored + ex.statements_stored
+    conn.execute(stmt.on_conflict_do_update(index_elements=[t.c.session_id], set_=set_), rows)
+
+
+def _insert_statements(conn: Connection, prepared: PreparedBatch) -> None:
+    t = schema.statements
+    needs_ids = any(prepared.statement_relations) or any(prepared.statement_flags)
+    if not needs_ids:
+        conn.execute(t.insert(), prepared.statements)
+        return
+    stmt: Insert = t.insert().returning(t.c.id, sort_by_parameter_order=True)
+    ids = [row.id for row in conn.execute(stmt, prepared.statements)]
+    relation_rows = [{"statement_id": sid, "schema_name": rel.schema, "relation_name": rel.name}
+                     for sid, rels in zip(ids, prepared.statement_relations) for rel in rels]
+    flag_rows = [{"statement_id": sid, "flag": flag}
+                 for sid, flags in zip(ids, prepared.statement_flags) for flag in flags]
+    if relation_rows:
+        conn.execute(schema.statement_tables.insert(), relation_rows)
+    if flag_rows:
+        conn.execute(schema.statement_flags.insert(), flag_rows)
+
+
+def _upsert_agent_stats(conn: Connection, row: dict[str, Any]) -> None:
+    t = schema.agent_stats
+    stmt = _insert(conn, t)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[t.c.agent_id],
+        set_={name: stmt.excluded[name] for name in row if name != "agent_id"},
+        where=stmt.excluded.ts_us >= t.c.ts_us), row)
