@@ -1,0 +1,355 @@
+"""The read side of the store: what `pgwarden sessions`, `session ID` and `statements` show.
+
+Rows come back as plain dicts (JSON-ready: str, int, bool, None, lists, dicts). Times keep their
+stored integer form (`ts_us`, `started_us`, ...) and get an ISO 8601 UTC twin with microseconds
+(`started_at`, `ended_at`, ...). Everything is sorted by time, oldest first; with a `limit`,
+the *latest* `limit` rows are returned (still oldest first), like `tail`.
+
+Statement rows carry the statement's own fields, its session's (user, database, client process,
+...), the relations it references (`tables`) and its `flags`. Filters combine with AND:
+
+    user, database          exact match on the session's StartupMessage values
+    client_exe              case-insensitive substring of the client executable path
+    since_us / until_us     statement start time, since inclusive, until exclusive
+    table                   a Relation: `orders` matches any schema; `public.orders` matches
+                            public.orders and unqualified `orders` (the search path decides)
+    error / sqlstate        statements that failed; a 5-character SQLSTATE or a 2-character class
+    sql_like                SQL LIKE pattern on the statement text, case-insensitive (`%`, `_`,
+                            backslash escapes)
+    session_id              exactly this session
+    blocked                 refused by a pgwarden guardrail: flag `blocked` or SQLSTATE PW001
+
+Errors: StoreUnavailable (from storage), SessionNotFound, AmbiguousSession.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+
+from agent.collector import schema
+from agent.collector.relations import Relation
+from agent.collector.storage import Store
+from agent.collector.times import iso_utc
+
+_STREAM_CHUNK = 500
+st, se = schema.statements, schema.sessions
+
+# --json field order: the fields a reader looks for first, then everything else stored.
+_SESSION_FIELDS_OF_STATEMENT = (
+    "backend_pid", "user", "database", "application_name", "client_addr", "client_port",
+    "client_pid", "client_exe")
+_SESSION_EXTRA_OF_STATEMENT = (
+    "client_uid", "client_user", "client_cmdline", "client_comm", "client_cgroup",
+    "client_systemd_unit", "client_container_id", "identity_source", "transport", "tls")
+_STATEMENT_LEADING = ("protocol", "statement", "fingerprint", "command_tag", "rows", "sqlstate")
+_STATEMENT_TRAILING = (
+    "seq", "query_seq", "ts_us", "statement_raw", "statement_name", "portal", "error_message",
+    "error_severity", "rule", "txn_status", "param_count", "param_formats", "param_values",
+    "flags", "agent_id", "batch_seq", "id")
+
+
+class SessionNotFound(LookupError):
+    """No stored session has this id (or id prefix)."""
+
+
+class AmbiguousSession(LookupError):
+    """An id prefix matches several sessions; `candidates` lists some of them."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+@dataclass(frozen=True)
+class StatementFilter:
+    """Filters of `pgwarden statements` (see the module docstring); None/False = no filter."""
+
+    user: str | None = None
+    database: str | None = None
+    client_exe: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+    table: Relation | None = None
+    error: bool = False
+    sqlstate: str | None = None
+    sql_like: str | None = None
+    session_id: str | None = None
+    blocked: bool = False
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    """Filters of `pgwarden sessions`; the time window applies to the session's start."""
+
+    user: str | None = None
+    database: str | None = None
+    client_exe: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+
+
+@dataclass
+class Timeline:
+    """One session: its row, and its entries in time order (an iterator over dicts with "kind":
+    session.started, statement, gap, cancel, session.ended)."""
+
+    session: dict[str, Any]
+    entries: Iterator[dict[str, Any]]
+
+
+# -- statements ----------------------------------------------------------------------------------
+
+def find_statements(store: Store, flt: StatementFilter = StatementFilter(), *,
+                    limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Matching statements, oldest first; with `limit`, the latest `limit` of them."""
+    query = _statement_select(flt)
+    with store.connect() as conn:
+        if limit is not None:
+            rows = conn.execute(query.order_by(st.c.ts_us.desc(), st.c.id.desc())
+                                .limit(limit)).all()
+            chunks: Iterable[Any] = _chunks(list(reversed(rows)), _STREAM_CHUNK)
+        else:
+            result = conn.execution_options(stream_results=True, yield_per=_STREAM_CHUNK).execute(
+                query.order_by(st.c.ts_us, st.c.id))
+            chunks = result.partitions()
+        for chunk in chunks:
+            tables = _tables_of(conn, [row.id for row in chunk])
+            for row in chunk:
+                yield _statement_dict(row._mapping, tables.get(row.id, []))
+
+
+def count_statements(store: Store, flt: StatementFilter = StatementFilter()) -> int:
+    """How many statements match `flt`."""
+    query = select(func.count()).select_from(_statement_from()).where(*_statement_conditions(flt))
+    with store.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def _statement_from() -> Any:
+    return st.outerjoin(se, se.c.session_id == st.c.session_id)
+
+
+def _statement_select(flt: StatementFilter) -> Select[Any]:
+    session_cols = [se.c[name] for name in _SESSION_FIELDS_OF_STATEMENT
+                    + _SESSION_EXTRA_OF_STATEMENT]
+    statement_cols = [st.c[name] for name in ("session_id", *_STATEMENT_LEADING, "duration_us",
+                                              *_STATEMENT_TRAILING)]
+    return (select(*statement_cols, *session_cols).select_from(_statement_from())
+            .where(*_statement_conditions(flt)))
+
+
+def _statement_conditions(flt: StatementFilter) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if flt.user is not None:
+        conds.append(se.c.user == flt.user)
+    if flt.database is not None:
+        conds.append(se.c.database == flt.database)
+    if flt.client_exe:
+        conds.append(se.c.client_exe.icontains(flt.client_exe, autoescape=True))
+    if flt.since_us is not None:
+        conds.append(st.c.ts_us >= flt.since_us)
+    if flt.until_us is not None:
+        conds.append(st.c.ts_us < flt.until_us)
+    if flt.table is not None:
+        conds.append(_references(flt.table))
+    if flt.error:
+        conds.append(st.c.sqlstate.is_not(None))
+    if flt.sqlstate:
+        code = flt.sqlstate.upper()
+        conds.append(st.c.sqlstate.like(f"{code}%") if len(code) == 2 else st.c.sqlstate == code)
+    if flt.sql_like is not None:
+        conds.append(st.c.statement.ilike(flt.sql_like, escape="\\"))
+    if flt.session_id is not None:
+        conds.append(st.c.session_id == flt.session_id)
+    if flt.blocked:
+        flags = schema.statement_flags
+        conds.append(or_(
+            exists().where(flags.c.statement_id == st.c.id, flags.c.flag == "blocked"),
+            st.c.sqlstate == "PW001"))
+    return conds
+
+
+def _references(relation: Relation) -> ColumnElement[bool]:
+    t = schema.statement_tables
+    same_name = t.c.relation_name == relation.name
+    if relation.schema is not None:
+        same_name = and_(same_name, or_(t.c.schema_name == relation.schema,
+                                        t.c.schema_name.is_(None)))
+    return exists().where(t.c.statement_id == st.c.id, same_name)
+
+
+def _tables_of(conn: Any, ids: list[int]) -> dict[int, list[str]]:
+    if not ids:
+        return {}
+    t = schema.statement_tables
+    rows = conn.execute(select(t.c.statement_id, t.c.schema_name, t.c.relation_name)
+                        .where(t.c.statement_id.in_(ids))).all()
+    found: dict[int, list[str]] = {}
+    for sid, schema_name, name in rows:
+        found.setdefault(sid, []).append(str(Relation(schema_name, name)))
+    for names in found.values():
+        names.sort()
+    return found
+
+
+def _statement_dict(row: Any, tables: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"session_id": row["session_id"]}
+    out.update((k, row[k]) for k in _SESSION_FIELDS_OF_STATEMENT)
+    out.update((k, row[k]) for k in _STATEMENT_LEADING)
+    out["started_at"] = iso_utc(row["ts_us"])
+    out["duration_us"] = row["duration_us"]
+    out["tables"] = tables
+    out.update((k, row[k]) for k in _STATEMENT_TRAILING)
+    out["flags"] = out["flags"] or []
+    out.update((k, row[k]) for k in _SESSION_EXTRA_OF_STATEMENT)
+    return out
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+def find_sessions(store: Store, flt: SessionFilter = SessionFilter(), *,
+                  limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Matching sessions, oldest start first; with `limit`, the latest `limit` of them."""
+    start = _session_start()
+    query = select(se).where(*_session_conditions(flt))
+    with store.connect() as conn:
+        if limit is not None:
+            rows = conn.execute(query.order_by(start.desc(), se.c.session_id.desc())
+                                .limit(limit)).all()
+            yield from (_session_dict(row._mapping) for row in reversed(rows))
+            return
+        result = conn.execution_options(stream_results=True, yield_per=_STREAM_CHUNK).execute(
+            query.order_by(start, se.c.session_id))
+        yield from (_session_dict(row._mapping) for row in result)
+
+
+def count_sessions(store: Store, flt: SessionFilter = SessionFilter()) -> int:
+    """How many sessions match `flt`."""
+    query = select(func.count()).select_from(se).where(*_session_conditions(flt))
+    with store.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def _session_start() -> ColumnElement[Any]:
+    # A session whose session.started never arrived starts at its first captured event.
+    return func.coalesce(se.c.started_us, se.c.first_seen_us)
+
+
+def _session_conditions(flt: SessionFilter) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if flt.user is not None:
+        conds.append(se.c.user == flt.user)
+    if flt.database is not None:
+        conds.append(se.c.database == flt.database)
+    if flt.client_exe:
+        conds.append(se.c.client_exe.icontains(flt.client_exe, autoescape=True))
+    if flt.since_us is not None:
+        conds.append(_session_start() >= flt.since_us)
+    if flt.until_us is not None:
+        conds.append(_session_start() < flt.until_us)
+    return conds
+
+
+def _session_dict(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    out["started_at"] = iso_utc(row["started_us"])
+    out["ended_at"] = iso_utc(row["ended_us"])
+    out["first_seen_at"] = iso_utc(row["first_seen_us"])
+    out["last_seen_at"] = iso_utc(row["last_seen_us"])
+    start = row["started_us"] if row["started_us"] is not None else row["first_seen_us"]
+    out["duration_us"] = None if row["ended_us"] is None else row["ended_us"] - start
+    return out
+
+
+def resolve_session_id(store: Store, id_or_prefix: str) -> str:
+    """The full id of the one session whose id is or starts with `id_or_prefix`.
+
+    Raises SessionNotFound, or AmbiguousSession when a prefix matches several sessions.
+    """
+    text = id_or_prefix.strip().lower()
+    with store.connect() as conn:
+        if conn.execute(select(se.c.session_id).where(se.c.session_id == text)).first():
+            return text
+        if not text:
+            raise SessionNotFound("an empty session id matches nothing")
+        pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        found = [r[0] for r in conn.execute(
+            select(se.c.session_id).where(se.c.session_id.like(pattern, escape="\\"))
+            .order_by(se.c.session_id).limit(6))]
+    if not found:
+        raise SessionNotFound(f"no session {id_or_prefix!r} in the store")
+    if len(found) > 1:
+        raise AmbiguousSession(f"session id prefix {id_or_prefix!r} matches several sessions",
+                               found[:5])
+    return found[0]
+
+
+def session_timeline(store: Store, session_id: str) -> Timeline:
+    """The session row and its timeline. Raises SessionNotFound.
+
+    Entries (each with kind, ts_us and at = ISO time): session.started, statement (the statement
+    fields of `find_statements` without the session's), gap, cancel (a CancelRequest that named
+    this session's backend pid while it was open), session.ended. Iterate the entries before
+    doing anything else with `store` (they stream from one open read transaction).
+    """
+    with store.connect() as conn:
+        row = conn.execute(select(se).where(se.c.session_id == session_id)).first()
+    if row is None:
+        raise SessionNotFound(f"no session {session_id!r} in the store")
+    session = _session_dict(row._mapping)
+    return Timeline(session, _timeline_entries(store, session))
+
+
+def _timeline_entries(store: Store, session: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    sid = session["session_id"]
+    start = session["started_us"] if session["started_us"] is not None else session["first_seen_us"]
+    end = session["ended_us"]
+    marks: list[dict[str, Any]] = []
+    if session["started_us"] is not None:
+        marks.append({"kind": "session.started", "ts_us": session["started_us"],
+                      **{k: session[k] for k in ("user", "database", "application_name",
+                                                 "client_addr", "client_port", "client_pid",
+                                                 "client_exe", "attached_mid_session")}})
+    with store.connect() as conn:
+        gaps = [{"kind": "gap", **dict(r._mapping)} for r in conn.execute(
+            select(schema.gaps.c.ts_us, schema.gaps.c.direction, schema.gaps.c.bytes,
+                   schema.gaps.c.reason, schema.gaps.c.id)
+            .where(schema.gaps.c.session_id == sid).order_by(schema.gaps.c.ts_us,
+                                                              schema.gaps.c.id))]
+        c = schema.cancels
+        cancel_window = [c.c.agent_id == session["agent_id"],
+                         c.c.target_backend_pid == session["backend_pid"], c.c.ts_us >= start]
+        if end is not None:
+            cancel_window.append(c.c.ts_us <= end)
+        cancels = [] if session["backend_pid"] is None else [
+            {"kind": "cancel", "ts_us": r.ts_us, "target_backend_pid": r.target_backend_pid,
+             "from_session_id": r.session_id, "id": r.id}
+            for r in conn.execute(select(c).where(*cancel_window).order_by(c.c.ts_us, c.c.id))]
+    if end is not None:
+        marks.append({"kind": "session.ended", "ts_us": end, "reason": session["end_reason"],
+                      "sqlstate": session["end_sqlstate"], "message": session["end_message"],
+                      "statements": session["end_statements"], "bytes_in": session["bytes_in"],
+                      "bytes_out": session["bytes_out"]})
+    rank = {"session.started": 0, "statement": 1, "gap": 1, "cancel": 1, "session.ended": 2}
+
+    def order(entry: dict[str, Any]) -> tuple[int, int]:
+        return entry["ts_us"], rank[entry["kind"]]
+
+    marks.sort(key=order)
+    session_keys = set(_SESSION_FIELDS_OF_STATEMENT + _SESSION_EXTRA_OF_STATEMENT)
+    statements = ({"kind": "statement", **{k: v for k, v in s.items() if k not in session_keys}}
+                  for s in find_statements(store, StatementFilter(session_id=sid)))
+    merged = heapq.merge(statements, gaps, cancels, marks, key=order)
+    for entry in merged:
+        entry["at"] = iso_utc(entry["ts_us"])
+        yield entry
+
+
+def _chunks(rows: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
