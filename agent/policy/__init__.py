@@ -1,0 +1,1 @@
+"""Policy-as-code: pgwarden.yaml (schema), and plan/apply/drift against a database (client)."""

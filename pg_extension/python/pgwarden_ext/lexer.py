@@ -1,0 +1,155 @@
+"""A small PostgreSQL SQL lexer: literal-free normalization and statement fingerprints.
+
+``normalize(text)`` returns the text with comments removed, whitespace collapsed and every
+constant (strings in all their forms, dollar-quoted bodies, numbers) replaced by ``$n`` placeholders
+numbered after the highest parameter already present, like ``pg_stat_statements``. The result never
+contains a literal value, so it can go into the audit ledger, and it is the cache key for statement
+classification (the classification of a statement never depends on its literal values).
+
+``fingerprint(normalized)`` is the first 16 hex digits of SHA-256 over the normalized text with
+keywords and unquoted identifiers lower-cased and every placeholder written ``?``: the same
+statement sent with literals (simple protocol) or bind parameters (extended protocol) gets the
+same fingerprint.
+
+Token rules follow the PostgreSQL 15 lexer (src/backend/parser/scan.l): nested ``/* */`` comments,
+``''`` inside strings, ``E''`` strings with backslash escapes, ``$tag$`` quoting, ``""`` quoted
+identifiers, ``U&`` forms. Unterminated constructs run to the end of the text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+MAX_NORMALIZED_CHARS = 4096
+"""Longer normalized texts are cut (with a trailing ``…``) before they reach the ledger."""
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<line_comment>--[^\n]*)
+  | (?P<estring>[Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z))
+  | (?P<string>(?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|\Z))
+  | (?P<dollar>\$(?P<tag>[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$)
+  | (?P<param>\$[0-9]+)
+  | (?P<qident>(?:[Uu]&)?"(?:[^"]|"")*(?:"|\Z))
+  | (?P<number>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[Ee][+-]?[0-9]+)?)
+  | (?P<ident>[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*)
+  | (?P<op>::|(?:(?!--|/\*)[-+*/<>=~!@#%^&|`?])+)
+  | (?P<punct>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def tokens(text: str) -> list[tuple[str, str]]:
+    """Split `text` into (kind, value) tokens; kinds are the group names of `_TOKEN` plus
+    ``block_comment``; ``dollar`` tokens carry the whole quoted body."""
+    out: list[tuple[str, str]] = []
+    pos, end = 0, len(text)
+    while pos < end:
+        if text.startswith("/*", pos):
+            depth, i = 1, pos + 2
+            while i < end and depth:
+                if text.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif text.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            out.append(("block_comment", text[pos:i]))
+            pos = i
+            continue
+        m = _TOKEN.match(text, pos)
+        assert m is not None  # the last alternative matches any character
+        kind = m.lastgroup or "punct"
+        if kind == "tag":
+            kind = "dollar"
+        if kind == "dollar":
+            opener = m.group(0)
+            close = text.find(opener, m.end())
+            stop = end if close < 0 else close + len(opener)
+            out.append(("dollar", text[pos:stop]))
+            pos = stop
+            continue
+        out.append((kind, m.group(0)))
+        pos = m.end()
+    return out
+
+
+_CONSTANT_KINDS = frozenset({"string", "estring", "dollar", "number"})
+_DROPPED_KINDS = frozenset({"ws", "line_comment", "block_comment"})
+
+
+def normalize(text: str) -> str:
+    """`text` without comments or constants, whitespace collapsed (see module docstring)."""
+    toks = tokens(text)
+    n = max((int(v[1:]) for k, v in toks if k == "param"), default=0)
+    parts: list[str] = []
+    for kind, value in toks:
+        if kind in _DROPPED_KINDS:
+            continue
+        if kind in _CONSTANT_KINDS:
+            n += 1
+            value = f"${n}"
+        parts.append(value)
+    out = _join(parts)
+    if len(out) > MAX_NORMALIZED_CHARS:
+        out = out[: MAX_NORMALIZED_CHARS - 1] + "…"
+    return out
+
+
+def _join(parts: list[str]) -> str:
+    """Join tokens with single spaces, except around punctuation where a space adds nothing."""
+    out: list[str] = []
+    for p in parts:
+        if out and not (p in (",", ";", ")", ".", "::") or out[-1] in ("(", ".", "::")
+                        or p == "(" and _word(out[-1])):
+            out.append(" ")
+        out.append(p)
+    return "".join(out)
+
+
+def _word(s: str) -> bool:
+    return bool(s) and (s[-1].isalnum() or s[-1] in '_"')
+
+
+def fingerprint(normalized: str) -> str:
+    """16 hex digits identifying the statement shape (see module docstring)."""
+    canon: list[str] = []
+    for kind, value in tokens(normalized):
+        if kind in _DROPPED_KINDS:
+            continue
+        if kind == "param":
+            value = "?"
+        elif kind == "ident":
+            value = value.lower()
+        canon.append(value)
+    return hashlib.sha256(" ".join(canon).encode("utf-8")).hexdigest()[:16]
+
+
+def strip_prepare(text: str) -> str | None:
+    """The statement of ``PREPARE name [(types)] AS statement`` (as shown by
+    ``pg_prepared_statements.statement`` for SQL-level PREPARE), or None if `text` is not one."""
+    toks = [(k, v, i) for k, v, i in _positions(text) if k not in _DROPPED_KINDS]
+    if len(toks) < 3 or toks[0][1].upper() != "PREPARE":
+        return None
+    i, depth = 2, 0
+    while i < len(toks):
+        kind, value, start = toks[i]
+        if value == "(":
+            depth += 1
+        elif value == ")":
+            depth -= 1
+        elif depth == 0 and kind == "ident" and value.upper() == "AS":
+            return text[start + 2:].strip()
+        i += 1
+    return None
+
+
+def _positions(text: str) -> list[tuple[str, str, int]]:
+    out, pos = [], 0
+    for kind, value in tokens(text):
+        out.append((kind, value, pos))
+        pos += len(value)
+    return out
