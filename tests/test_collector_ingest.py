@@ -4,25 +4,36 @@ the store exactly as it was."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
 import msgpack
 import pytest
 
 from agent.collector import query
 from agent.collector.storage import open_store
-from tests.test_collector_process import (  # noqa: F401  (fixtures)
+from tests.test_collector_process import (
     BASE_US,
+    STORE_KINDS,
     TOKEN,
     CollectorProcess,
     batch,
-    collector,
+    new_store_location,
     post,
     row_counts,
     session_ended,
     session_started,
     statement,
-    store_location,
 )
+
+
+@pytest.fixture(params=STORE_KINDS)
+def collector(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CollectorProcess]:
+    """A real collector process on a fresh store (SQLite file, PostgreSQL database)."""
+    proc = CollectorProcess(new_store_location(request, tmp_path), tmp_path / "collector").start()
+    yield proc
+    proc.stop()
 
 
 def test_valid_batch_is_stored_and_queryable(collector: CollectorProcess) -> None:

@@ -14,12 +14,18 @@ from agent.collector import migrations, schema
 from agent.collector.errors import SchemaTooNew, SchemaTooOld, StoreMissing, StoreUnavailable
 from agent.collector.storage import open_store, store_url
 from agent.pgcluster import free_port
-from tests.test_collector_process import (  # noqa: F401  (fixture)
+from tests.test_collector_process import (
     PGWARDEN,
+    STORE_KINDS,
     TOKEN,
     hermetic_env,
-    store_location,
+    new_store_location,
 )
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return new_store_location(request, tmp_path)
 
 
 def _applied(location: str) -> list[tuple[int, str]]:
@@ -29,9 +35,9 @@ def _applied(location: str) -> list[tuple[int, str]]:
 
 
 def test_migrations_are_numbered_consecutively() -> None:
-    assert [m.version for m in migrations.MIGRATIONS] == list(
-        range(1, len(migrations.MIGRATIONS) + 1))
-    assert migrations.LATEST_VERSION == migrations.MIGRATIONS[-1].version
+    versions = [m.version for m in migrations.MIGRATIONS]
+    assert versions == list(range(1, len(versions) + 1))
+    assert migrations.MIGRATIONS[-1].version == migrations.LATEST_VERSION
 
 
 def test_fresh_store_then_reopen_is_idempotent(store_location: str) -> None:

@@ -96,12 +96,20 @@ def new_pg_database(cluster: PgCluster) -> str:
     return f"postgresql://{cluster.superuser}@127.0.0.1:{cluster.port}/{name}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store that does not exist yet: a SQLite path, or an empty PostgreSQL database."""
+STORE_KINDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)]
+
+
+def new_store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """For a fixture parametrized with STORE_KINDS: a store that does not exist yet, a SQLite
+    path or an empty PostgreSQL database."""
     if request.param == "sqlite":
         return str(tmp_path / "store" / "collector.db")
     return new_pg_database(request.getfixturevalue("pg_cluster"))
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return new_store_location(request, tmp_path)
 
 
 # -- the collector process -----------------------------------------------------------------------
@@ -191,7 +199,8 @@ def test_sigterm_and_sigint_stop_cleanly(tmp_path: Path) -> None:
     store = str(tmp_path / "c.db")
     for sig in (signal.SIGTERM, signal.SIGINT):
         proc = CollectorProcess(store, tmp_path / f"run-{sig}").start()
-        assert post(proc.url, batch([statement("s1", sig, BASE_US + sig)], seq=sig)).status_code == 200
+        response = post(proc.url, batch([statement("s1", sig, BASE_US + sig)], seq=sig))
+        assert response.status_code == 200
         assert proc.stop(sig) == 0
         assert "stopped" in proc.stderr()
     assert row_counts(store)["statements"] == 2

@@ -25,7 +25,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-class TimeType(click.ParamType):
+class TimeType(click.ParamType):  # type: ignore[type-arg]
     """ISO 8601 time (local when no offset) or a duration back from now: 30s, 15m, 2h, 1d, 1w."""
 
     name = "TIME"
@@ -39,7 +39,7 @@ class TimeType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
-class RelationType(click.ParamType):
+class RelationType(click.ParamType):  # type: ignore[type-arg]
     """A relation name, optionally schema-qualified and "quoted": orders, public.orders."""
 
     name = "TABLE"
@@ -209,7 +209,8 @@ def session(session_id: str, limit: int | None, as_json: bool, store: str | None
             click.echo(f"{e} ({opened})", err=True)
             return
         except query.AmbiguousSession as e:
-            raise click.UsageError(f"{e}: {', '.join(e.candidates)}; give more characters")
+            raise click.UsageError(
+                f"{e}: {', '.join(e.candidates)}; give more characters") from None
         timeline = query.session_timeline(opened, full_id)
         kept: deque[dict[str, Any]] = deque(maxlen=effective)
         total = 0

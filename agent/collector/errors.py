@@ -12,7 +12,7 @@ class StoreMissing(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The store could not be opened or reached (connection refused, permissions, not a database)."""
+    """The store cannot be opened or reached (connection refused, permissions, not a database)."""
 
 
 class SchemaTooNew(StoreError):

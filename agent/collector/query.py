@@ -286,7 +286,7 @@ def resolve_session_id(store: Store, id_or_prefix: str) -> str:
     if len(found) > 1:
         raise AmbiguousSession(f"session id prefix {id_or_prefix!r} matches several sessions",
                                found[:5])
-    return found[0]
+    return str(found[0])
 
 
 def session_timeline(store: Store, session_id: str) -> Timeline:

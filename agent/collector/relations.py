@@ -17,7 +17,8 @@ from collections import OrderedDict
 from typing import NamedTuple
 
 from pglast.parser import ParseError
-from pglast.visitors import maybe_double_quote_name, referenced_relations
+from pglast.stream import maybe_double_quote_name
+from pglast.visitors import referenced_relations
 
 
 class Relation(NamedTuple):

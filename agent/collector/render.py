@@ -141,7 +141,7 @@ def print_sessions(console: Console, rows: Iterable[dict[str, Any]], hidden: int
 
 
 def _start(row: dict[str, Any]) -> int:
-    return row["started_us"] if row["started_us"] is not None else row["first_seen_us"]
+    return int(row["started_us"] if row["started_us"] is not None else row["first_seen_us"])
 
 
 def print_session(console: Console, session: dict[str, Any],

@@ -77,7 +77,7 @@ def store_url(location: str) -> URL:
 
 
 def describe_url(url: URL) -> tuple[str, str]:
-    """(kind, location) for messages: ("sqlite", "/path/db") or ("postgresql", URL sans password)."""
+    """(kind, location) for messages: ("sqlite", "/path/db") or ("postgresql", URL, no password)."""
     if url.get_backend_name() == "sqlite":
         return "sqlite", str(url.database)
     shown = url.set(drivername="postgresql").render_as_string(hide_password=True)

@@ -176,10 +176,12 @@ def _insert_statements(conn: Connection, prepared: PreparedBatch) -> None:
         return
     stmt: Insert = t.insert().returning(t.c.id, sort_by_parameter_order=True)
     ids = [row.id for row in conn.execute(stmt, prepared.statements)]
-    relation_rows = [{"statement_id": sid, "schema_name": rel.schema, "relation_name": rel.name}
-                     for sid, rels in zip(ids, prepared.statement_relations) for rel in rels]
+    relation_rows = [
+        {"statement_id": sid, "schema_name": rel.schema, "relation_name": rel.name}
+        for sid, rels in zip(ids, prepared.statement_relations, strict=True) for rel in rels]
     flag_rows = [{"statement_id": sid, "flag": flag}
-                 for sid, flags in zip(ids, prepared.statement_flags) for flag in flags]
+                 for sid, flags in zip(ids, prepared.statement_flags, strict=True)
+                 for flag in flags]
     if relation_rows:
         conn.execute(schema.statement_tables.insert(), relation_rows)
     if flag_rows:
