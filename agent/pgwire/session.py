@@ -295,7 +295,7 @@ class Connection:
             else:
                 self._slow(st, data, ts_ns, True)
         except Exception:
-            self._internal_error(direction, len(data), ts_ns)
+            self._internal_error(direction, data, ts_ns)
 
     def close(self, ts_ns: int) -> None:
         """The backend exited: flush pending operations as INCOMPLETE and end the session."""
@@ -506,9 +506,13 @@ class Connection:
         self._fe.buf.clear()
         self._be.buf.clear()
 
-    def _internal_error(self, direction: int, n: int, ts: int) -> None:
+    def _internal_error(self, direction: int, data: object, ts: int) -> None:
         """A bug or an input no check anticipated: never let it escape; resync instead."""
         try:
+            try:
+                n = len(data)  # type: ignore[arg-type]
+            except TypeError:
+                n = 0
             self.decode_errors += 1
             self._trunc = False
             st = self._be if direction == BACKEND else self._fe
