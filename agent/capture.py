@@ -105,8 +105,12 @@ class Capture:
         found = discovery.find_postmasters()
         for pm in found:
             self._add_postmaster(pm.pid, pm.exe, pm.ports)
+        # After the postmasters are in the kernel's map: a backend forked from now on is tracked
+        # from its fork (a BACKEND_START is on its way); only older ones join mid-session.
+        tracked = self.probes.backend_pids()
+        for pm in found:
             for be in discovery.find_backends(pm.pid):
-                if be.pid not in self.sessions:
+                if be.pid not in self.sessions and be.pid not in tracked:
                     self._attach_existing_backend(be, pm.ports)
         self._last_rescan = time.monotonic()
         return found
@@ -198,6 +202,8 @@ class Capture:
             exe = f"/proc/{ev.tgid}/exe"
             try:
                 self._add_postmaster(ev.tgid, exe, self.postmasters.get(ev.tgid, ()))
+            except FileNotFoundError:  # short-lived: `postgres -C`, initdb's bootstrap
+                log.debug("postgres process %d exited before it could be attached", ev.tgid)
             except Exception as e:  # attach failure must not stop capture of other servers
                 log.warning("postmaster %d (%s): %s", ev.tgid, ev.exe, e)
         elif ev.kind is CtlKind.POSTMASTER_EXIT:
@@ -239,7 +245,7 @@ class Capture:
                     self.counters.unmatched_records += 1
                     continue
             start = off + DATA_HEADER_SIZE
-            s.feed(direction, pos, data[start:start + n], ts_ns)
+            s.conn.feed(direction, pos, data[start:start + n], ts_ns)
             touched.add(s)
         for s in touched:
             s.drain()

@@ -34,8 +34,9 @@ SOURCE_SYSCALL = 2
 CTL_EVENT = struct.Struct("<QQIIIIiIQHHHH16s16s16s128s")
 CTL_EVENT_SIZE = 232
 
-# struct backend (map `backends` value): rd_pos, wr_pos, rd_buf, wr_buf, gen, fd
-BACKEND = struct.Struct("<QQQQIi")
+# struct backend (map `backends` value): rd_pos, wr_pos, rd_buf, wr_buf, gen, fd, flags, pad
+BACKEND = struct.Struct("<QQQQIiII")
+BACKEND_JOINED = 1
 
 
 class CtlKind(enum.IntEnum):
@@ -60,6 +61,7 @@ STAT_NAMES = (
     "drop_no_entry",
     "ctl_events",
     "drop_ctl_ringbuf_full",
+    "joined_skips",
 )
 
 

@@ -15,6 +15,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,13 @@ PG_BIN = Path(os.environ.get("PGWARDEN_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 class ClusterError(RuntimeError):
     """initdb, start or stop of a throwaway cluster failed; the message carries the log tail."""
+
+
+def make_workdir(prefix: str) -> Path:
+    """A new temporary directory the server's OS user can traverse (mkdtemp makes it 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from agent.events import STAT_NAMES
+from agent.events import BACKEND_JOINED, STAT_NAMES
 
 PROBES_DIR = Path(__file__).resolve().parent.parent / "probes"
 SECURE_RW_SYMBOLS = ("secure_read", "secure_write")
@@ -175,6 +175,7 @@ class Probes:
         leaf = table.Leaf()
         leaf.gen = gen
         leaf.fd = fd
+        leaf.flags = BACKEND_JOINED
         table[table.Key(pid)] = leaf
 
     def backend_pids(self) -> set[int]:

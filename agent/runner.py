@@ -46,7 +46,8 @@ def choose_mode(requested: str) -> tuple[str, str]:
     if requested != "auto":
         return requested, "requested"
     binaries = [pm.exe for pm in discovery.find_postmasters()] or glob.glob(DEFAULT_BINARIES)
-    lacking = [b for b in binaries if not Probes.has_secure_rw(b)]
+    # a postmaster that exited meanwhile tells nothing (its /proc/PID/exe is gone)
+    lacking = [b for b in binaries if not Probes.has_secure_rw(b) and os.path.exists(b)]
     if lacking:
         return "syscall", f"fallback: {', '.join(lacking)} lack secure_read/secure_write symbols"
     return "secure_rw", "postgres exports secure_read/secure_write"

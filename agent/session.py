@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.identity import ClientProcess
-from agent.pgwire import session as pgw
+from agent.pgwire import records as pgr
+from agent.pgwire.session import Connection
 from agent.redact import Redactor
 
 Event = dict[str, Any]
 
 # pgwarden's own SQLSTATEs (docs/events.md): decisions of the extension, read off the wire.
 SQLSTATE_FLAGS = {"PW001": "blocked", "PW002": "approval_required"}
-STATEMENT_FLAGS = ((pgw.UNKNOWN_STATEMENT, "unknown_statement"), (pgw.SKIPPED, "skipped"),
-                   (pgw.TRUNCATED, "truncated"), (pgw.INCOMPLETE, "incomplete"))
 DIRECTIONS = ("frontend", "backend")
 
 
@@ -72,12 +71,12 @@ class CapturedSession:
     """Decoder + identity of one backend; `drain()` emits its new events through `emit`."""
 
     __slots__ = ("facts", "conn", "emit", "redactor", "capture_raw", "clock", "started",
-                 "ended", "statements", "bytes_end", "is_cancel")
+                 "ended", "is_cancel")
 
     def __init__(self, facts: SessionFacts, emit: Callable[[Event], None], redactor: Redactor,
                  clock: Clock, capture_raw: bool = False) -> None:
         self.facts = facts
-        self.conn = pgw.Connection(capture_params=capture_raw, mid_session=facts.mid_session,
+        self.conn = Connection(capture_params=capture_raw, mid_session=facts.mid_session,
                                    tls_visible=facts.capture_source == "secure_rw")
         self.emit = emit
         self.redactor = redactor
@@ -86,16 +85,8 @@ class CapturedSession:
         self.started = False
         self.ended = False
         self.is_cancel = False
-        self.statements = 0
-        self.bytes_end = [0, 0]  # stream end position per direction (frontend, backend)
 
-    # -- feeding -----------------------------------------------------------------------------
-
-    def feed(self, direction: int, pos: int, payload: memoryview, ts_ns: int) -> None:
-        self.conn.feed(direction, pos, payload, ts_ns)
-        end = pos + len(payload)
-        if end > self.bytes_end[direction]:
-            self.bytes_end[direction] = end
+    # -- lifecycle (bytes go straight to self.conn.feed: the capture hot path) ---------------
 
     def attach_mid_session(self, ts_ns: int) -> None:
         """Announce a backend that was already running when the agent started."""
@@ -103,14 +94,9 @@ class CapturedSession:
         self.drain()
 
     def close(self, ts_ns: int) -> None:
-        """The backend exited: flush the decoder and end the session (once)."""
+        """The backend exited: flush the decoder, which ends the session (once)."""
         self.conn.close(ts_ns)
         self.drain()
-        if not self.ended and not self.is_cancel:
-            if not self.started and any(self.bytes_end):
-                self._emit_started(ts_ns, {}, None, None)
-            if self.started:
-                self._emit_ended(ts_ns, "disconnect", None, None)
 
     def drain(self) -> None:
         for record in self.conn.take_records():
@@ -142,25 +128,18 @@ class CapturedSession:
         self.started = True
         self.emit(event)
 
-    def _emit_ended(self, ts_ns: int, reason: str, sqlstate: str | None, message: str | None) -> None:
-        event = self._base("session.ended", ts_ns)
-        event.update(reason=reason, sqlstate=sqlstate, message=message, statements=self.statements,
-                     bytes_in=self.bytes_end[0], bytes_out=self.bytes_end[1])
-        self.ended = True
-        self.emit(event)
-
-    def _on_startup(self, r: Any) -> None:
+    def _on_startup(self, r: pgr.StartupInfo) -> None:
         self._emit_started(r.ts_ns, dict(r.params), r.protocol_version, r.tls or r.gssenc)
 
-    def _on_cancel(self, r: Any) -> None:
+    def _on_cancel(self, r: pgr.CancelInfo) -> None:
         self.is_cancel = True
         self.emit({"type": "cancel.requested", "ts_us": self.clock.mono_us(r.ts_ns),
                    "target_backend_pid": r.target_pid})
 
-    def _on_statement(self, r: Any) -> None:
+    def _on_statement(self, r: pgr.Statement) -> None:
+        start = r.ts_start_ns if r.ts_start_ns is not None else r.ts_end_ns or 0
         if not self.started:
-            self._emit_started(r.ts_start_ns, {}, None, None)
-        self.statements += 1
+            self._emit_started(start, {}, None, None)
         text = r.text
         if text is None:
             statement = fingerprint = None
@@ -168,15 +147,15 @@ class CapturedSession:
             statement, fingerprint = text, self.redactor.fingerprint(text)
         else:
             statement, fingerprint = self.redactor.redact(text)
-        flags = [name for bit, name in STATEMENT_FLAGS if r.flags & bit]
+        flags = r.flag_names
         rule = None
         if r.sqlstate in SQLSTATE_FLAGS:
             flags.append(SQLSTATE_FLAGS[r.sqlstate])
             rule = r.error_constraint
-        end = r.ts_end_ns if r.ts_end_ns is not None else r.ts_start_ns
-        event = self._base("statement.executed", r.ts_start_ns)
+        end = r.ts_end_ns if r.ts_end_ns is not None else start
+        event = self._base("statement.executed", start)
         event.update(
-            seq=self.statements, query_seq=r.query_seq, duration_us=max(0, (end - r.ts_start_ns) // 1000),
+            seq=r.seq, query_seq=r.query_seq, duration_us=max(0, (end - start) // 1000),
             protocol=r.protocol, statement=statement, statement_raw=self.capture_raw and text is not None,
             fingerprint=fingerprint, statement_name=r.statement_name, portal=r.portal,
             command_tag=r.command_tag, rows=r.rows, sqlstate=r.sqlstate,
@@ -187,24 +166,29 @@ class CapturedSession:
             event["param_values"] = list(r.param_values)
         self.emit(event)
 
-    def _on_gap(self, r: Any) -> None:
+    def _on_gap(self, r: pgr.Gap) -> None:
         event = self._base("capture.gap", r.ts_ns)
-        event.update(direction=DIRECTIONS[r.direction] if isinstance(r.direction, int) else r.direction,
-                     bytes=r.bytes, reason=r.reason)
+        event.update(direction=DIRECTIONS[r.direction], bytes=r.bytes, reason=r.reason)
         self.emit(event)
 
-    def _on_end(self, r: Any) -> None:
+    def _on_end(self, r: pgr.SessionEnd) -> None:
         if self.is_cancel or self.ended:
             return
         if not self.started:
+            if not (r.bytes_in or r.bytes_out):
+                return  # nothing crossed the socket: not a session worth reporting
             self._emit_started(r.ts_ns, {}, None, None)
-        self._emit_ended(r.ts_ns, r.reason, r.sqlstate, r.message)
+        event = self._base("session.ended", r.ts_ns)
+        event.update(reason=r.reason, sqlstate=r.sqlstate, message=r.message,
+                     statements=r.statements, bytes_in=r.bytes_in, bytes_out=r.bytes_out)
+        self.ended = True
+        self.emit(event)
 
 
 _HANDLERS: dict[type, Callable[[CapturedSession, Any], None]] = {
-    pgw.StartupInfo: CapturedSession._on_startup,
-    pgw.CancelInfo: CapturedSession._on_cancel,
-    pgw.Statement: CapturedSession._on_statement,
-    pgw.Gap: CapturedSession._on_gap,
-    pgw.SessionEnd: CapturedSession._on_end,
+    pgr.StartupInfo: CapturedSession._on_startup,
+    pgr.CancelInfo: CapturedSession._on_cancel,
+    pgr.Statement: CapturedSession._on_statement,
+    pgr.Gap: CapturedSession._on_gap,
+    pgr.SessionEnd: CapturedSession._on_end,
 }

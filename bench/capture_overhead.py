@@ -17,11 +17,10 @@ import argparse
 import os
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from agent.pgcluster import PG_BIN, PgCluster, free_port
+from agent.pgcluster import PG_BIN, PgCluster, free_port, make_workdir
 from agent.stack import AgentProcess, CollectorProcess
 
 CLIENTS = 4
@@ -103,7 +102,7 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=10)
     args = ap.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="pgwarden-bench-"))
+    work = make_workdir("pgwarden-bench-")
     cluster = PgCluster(work / "pg", settings={"shared_buffers": "'256MB'"})
     cluster.start()
     cluster.psql("CREATE DATABASE bench")

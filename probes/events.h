@@ -76,7 +76,12 @@ struct backend {
     u64 wr_buf;       /* (a backend is single-threaded: one call in flight per direction) */
     u32 gen;
     s32 fd;           /* client socket (syscall fallback filters on it) */
+    u32 flags;        /* BACKEND_JOINED: tracked mid-session (the agent started after it) */
+    u32 pad;
 };
+/* A backend that predates the agent is usually blocked inside secure_read (PostgreSQL waits for
+ * input there), so its first return has no entry: expected, not a loss. */
+#define BACKEND_JOINED 1
 
 /* Counters (BPF_PERCPU_ARRAY stats, summed by the agent). Names in agent/events.py. */
 enum stat {
@@ -89,6 +94,7 @@ enum stat {
     STAT_DROP_NO_ENTRY,      /* return probe without its entry probe (attached mid-call) */
     STAT_CTL_EVENTS,
     STAT_DROP_CTL_RINGBUF_FULL,
+    STAT_JOINED_SKIPS,       /* first call of a mid-session backend, bytes unseen (not a loss) */
     STAT_MAX,
 };
 

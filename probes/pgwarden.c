@@ -137,9 +137,14 @@ static __always_inline void finish_rw(u8 dir, s64 ret, u8 source)
             b->rd_pos += ret;
         else
             b->wr_pos += ret;
-        count(STAT_DROP_NO_ENTRY, 1);
+        if (b->flags & BACKEND_JOINED)
+            count(STAT_JOINED_SKIPS, 1);
+        else
+            count(STAT_DROP_NO_ENTRY, 1);
+        b->flags &= ~BACKEND_JOINED;
         return;
     }
+    b->flags &= ~BACKEND_JOINED;
     emit_data(b, tgid, dir, buf, ret, source);
 }
 

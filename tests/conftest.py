@@ -7,13 +7,12 @@ pgwarden's promise is real capture on real servers, so a skip would hide exactly
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.pgcluster import PgCluster
+from agent.pgcluster import PgCluster, make_workdir
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -29,7 +28,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pg_cluster() -> Iterator[PgCluster]:
     """One PostgreSQL 15 cluster for the session: TCP + unix socket + TLS, statement logging on."""
     # Not under pytest's tmp dir: that is 0700 root and the server runs as `postgres`.
-    base = Path(tempfile.mkdtemp(prefix="pgwarden-test-"))
+    base = make_workdir("pgwarden-test-")
     cluster = PgCluster(base, ssl=True, settings={"log_statement": "'all'"})
     cluster.start()
     yield cluster

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from agent.pgcluster import PG_BIN, PgCluster, wait_for
+from agent.pgcluster import PG_BIN, PgCluster, make_workdir, wait_for
 from agent.stack import AgentProcess, CollectorProcess
 from tests.oracle import captured, compare, server_statements
 
@@ -63,6 +62,10 @@ class Stack:
         assert not problems, "\n".join(problems[:30])
         return got
 
+    def pgbench_init(self) -> None:
+        if not self.cluster.psql("SELECT to_regclass('pgbench_accounts')", dbname="bench").stdout.strip():
+            self.pgbench("-i", "-q", "-s", "1")
+
     def pgbench(self, *args: str, dbname: str = "bench") -> None:
         env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(self.cluster.port),
                "PGUSER": "postgres"}
@@ -72,7 +75,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    work = Path(tempfile.mkdtemp(prefix="pgwarden-e2e-"))
+    work = make_workdir("pgwarden-e2e-")
     cluster = PgCluster(work / "pg", ssl=True, settings={"log_statement": "'all'"})
     cluster.start()
     cluster.psql("CREATE DATABASE bench")
@@ -128,14 +131,13 @@ def test_errors_are_captured_with_sqlstate(stack: Stack) -> None:
 
 @pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
 def test_pgbench_protocol_modes(stack: Stack, mode: str) -> None:
-    if not stack.cluster.psql("SELECT to_regclass('pgbench_accounts')", dbname="bench").stdout.strip():
-        stack.pgbench("-i", "-q", "-s", "1")
-    before = {r["backend_pid"] for r in stack.statements("--database", "bench")}
+    stack.pgbench_init()
+    before = set(server_statements(stack.cluster.log_file))
     stack.pgbench("-c", "2", "-t", "100", "-n", "-M", mode)
     logged = server_statements(stack.cluster.log_file)
-    pids = {pid for pid, rows in logged.items() if pid not in before and rows
-            and rows[0].database == "bench" and any("pgbench_accounts" in r.sql for r in rows)
-            and all(r.extended == (mode != "simple") for r in rows)}
+    # the two clients' backends (pgbench's own setup connection runs no transaction)
+    pids = {pid for pid, rows in logged.items() if pid not in before
+            and any(r.sql.startswith("UPDATE pgbench_accounts") for r in rows)}
     assert len(pids) == 2
     got = stack.assert_matches_oracle(pids)
     for pid in pids:
@@ -152,7 +154,7 @@ def test_psycopg_bind_parameters_text_and_binary(stack: Stack) -> None:
         pid = conn.info.backend_pid
         conn.execute("CREATE TABLE IF NOT EXISTS t_bind (id int primary key, v text)")
         conn.execute("INSERT INTO t_bind VALUES (%s, %s)", (1, "secret-value"))
-        conn.execute("INSERT INTO t_bind VALUES (%s, %s)", (2, "other"), binary=True)
+        conn.execute("INSERT INTO t_bind VALUES (%b, %b)", (2, "other"))  # binary parameters
         for i in range(3, 10):
             conn.execute("INSERT INTO t_bind VALUES (%s, %s)", (i, "x"), prepare=True)
         row = conn.execute("SELECT v FROM t_bind WHERE id = %s", (1,), binary=True).fetchone()
@@ -161,8 +163,11 @@ def test_psycopg_bind_parameters_text_and_binary(stack: Stack) -> None:
     got = stack.assert_matches_oracle({pid})[pid]
     inserts = [r for r in got if r["statement"].startswith("INSERT")]
     assert len(inserts) == 9 and all(r["rows"] == 1 and r["protocol"] == "extended" for r in inserts)
-    assert inserts[0]["param_values"] == ["1", "secret-value"]
+    # psycopg sends the int in binary (int2 1 = hex 0001) and the str as text
+    assert inserts[0]["param_formats"] == [1, 0]
+    assert inserts[0]["param_values"] == ["0001", "secret-value"]
     assert inserts[1]["param_formats"] == [1, 1]
+    assert inserts[1]["param_values"][1] == b"other".hex()
     assert any(r["statement_name"] for r in inserts[2:])  # psycopg prepared it server-side
     assert got[0]["application_name"] == "e2e-psycopg"
     assert got[0]["client_exe"] and os.path.basename(got[0]["client_exe"]).startswith("python")
@@ -170,6 +175,7 @@ def test_psycopg_bind_parameters_text_and_binary(stack: Stack) -> None:
 
 
 def test_agent_reports_zero_drops(stack: Stack) -> None:
+    stack.pgbench_init()
     stack.pgbench("-c", "4", "-T", "5", "-n", "-S")
     time.sleep(2)
     status = stack.agent.status()

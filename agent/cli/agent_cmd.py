@@ -67,6 +67,7 @@ def run(collector: str | None, token: str | None, state_dir: str | None, capture
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s pgwarden-agent %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per batch is noise
     cfg = config_mod.load(config_path)
     collector = collector or os.environ.get("PGWARDEN_COLLECTOR") or cfg.get("agent", "collector")
     token = token or os.environ.get("PGWARDEN_TOKEN") or cfg.get("agent", "token")

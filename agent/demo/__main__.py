@@ -12,10 +12,9 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from agent.pgcluster import PG_BIN, PgCluster
+from agent.pgcluster import PG_BIN, PgCluster, make_workdir
 from agent.stack import PGWARDEN, AgentProcess, CollectorProcess
 
 SCHEMA = """
@@ -44,7 +43,7 @@ def main() -> int:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir()
     store = str(out_dir / "collector.db")
-    cluster = PgCluster(Path(tempfile.mkdtemp(prefix="pgwarden-demo-")), ssl=True)
+    cluster = PgCluster(make_workdir("pgwarden-demo-"), ssl=True)
     collector = CollectorProcess(store, token="demo-token", log_path=out_dir / "collector.log")
     agent = AgentProcess(collector.url, out_dir / "agent", token="demo-token",
                          log_path=out_dir / "agent.log")
