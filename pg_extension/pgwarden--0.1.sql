@@ -316,7 +316,7 @@ DECLARE
   d jsonb;
 BEGIN
   SELECT jsonb_agg(jsonb_build_object(
-           'classid', classid::regclass::text, 'objid', objid, 'objsubid', objsubid,
+           'classid', classid::regclass::text, 'objid', objid::bigint, 'objsubid', objsubid,
            'type', object_type, 'schema', schema_name, 'name', object_name,
            'identity', object_identity, 'original', original))
     INTO objs FROM pg_event_trigger_dropped_objects()
@@ -337,7 +337,7 @@ DECLARE
   d jsonb;
 BEGIN
   SELECT jsonb_agg(jsonb_build_object(
-           'classid', classid::regclass::text, 'objid', objid, 'objsubid', objsubid,
+           'classid', classid::regclass::text, 'objid', objid::bigint, 'objsubid', objsubid,
            'tag', command_tag, 'type', object_type, 'schema', schema_name,
            'identity', object_identity))
     INTO cmds FROM pg_event_trigger_ddl_commands()

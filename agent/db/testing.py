@@ -196,7 +196,7 @@ class GuardedCluster:
             out["#schemas"] = conn.execute(
                 "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace").fetchone()
             out["#triggers"] = conn.execute(
-                "SELECT string_agg(tgrelid::regclass || '.' || tgname || ':' || tgenabled, ','"
+                "SELECT string_agg(tgrelid::regclass || '.' || tgname || ':' || tgenabled::text, ','"
                 " ORDER BY 1) FROM pg_trigger WHERE tgname LIKE 'zz_pgwarden%'").fetchone()
             out["#functions"] = conn.execute(
                 "SELECT string_agg(oid::regprocedure::text, ',' ORDER BY 1) FROM pg_proc"
