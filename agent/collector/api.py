@@ -69,7 +69,7 @@ def create_app(store: Store, token: str, *, max_body_bytes: int = MAX_BODY_BYTES
             return refuse(request, 413, f"body is larger than the limit of {max_body_bytes} "
                           f"bytes ({max_body_bytes / 2**20:g} MiB); send smaller batches")
         try:
-            batch = parse_batch(bytes(body))
+            batch = await run_in_threadpool(parse_batch, bytes(body))
         except IngestError as e:
             return refuse(request, e.status, str(e))
         try:

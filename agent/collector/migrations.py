@@ -115,8 +115,8 @@ def _m0001_initial(conn: Connection) -> None:
           Column("param_values", json), Column("flags", json),
           Index("statements_ts_idx", "ts_us"),
           Index("statements_session_idx", "session_id", "seq"),
-          Index("statements_fingerprint_idx", "fingerprint"),
-          Index("statements_sqlstate_idx", "sqlstate"))
+          Index("statements_sqlstate_idx", "sqlstate", sqlite_where=text("sqlstate IS NOT NULL"),
+                postgresql_where=text("sqlstate IS NOT NULL")))
     Table("statement_tables", md,
           Column("statement_id", BigInteger, nullable=False), Column("schema_name", Text),
           Column("relation_name", Text, nullable=False),

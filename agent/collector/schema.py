@@ -24,6 +24,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    text,
 )
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid); PostgreSQL gets BIGSERIAL.
@@ -135,8 +136,9 @@ statements = Table(
     Column("flags", Json),
     Index("statements_ts_idx", "ts_us"),
     Index("statements_session_idx", "session_id", "seq"),
-    Index("statements_fingerprint_idx", "fingerprint"),
-    Index("statements_sqlstate_idx", "sqlstate"),
+    # Partial: most statements succeed, and only failed ones are searched by SQLSTATE.
+    Index("statements_sqlstate_idx", "sqlstate", sqlite_where=text("sqlstate IS NOT NULL"),
+          postgresql_where=text("sqlstate IS NOT NULL")),
 )
 
 statement_tables = Table(

@@ -13,12 +13,12 @@ another batch. A known value is never replaced by NULL; later non-NULL values wi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, func
+from sqlalchemy import JSON, Connection, Table, case, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
 
 from agent.collector import schema
 from agent.collector.ingest import Batch
@@ -92,7 +92,7 @@ def prepare(batch: Batch, relations: RelationCache, received_us: int) -> Prepare
                 "ended_us": ts_us, **{col: event[key] for key, col in _ENDED_KEYS.items()}})
         elif etype == "statement.executed":
             touch(event["session_id"], ts_us)["statements_stored"] += 1
-            flags = None if event["flags"] is None else list(dict.fromkeys(event["flags"]))
+            flags = list(dict.fromkeys(event["flags"])) if event["flags"] else None
             prepared.statements.append({"agent_id": agent_id, "batch_seq": batch.batch_seq,
                                         **{k: event[k] for k in _STATEMENT_KEYS}, "flags": flags})
             prepared.statement_relations.append(
@@ -172,10 +172,13 @@ def _insert_statements(conn: Connection, prepared: PreparedBatch) -> None:
     t = schema.statements
     needs_ids = any(prepared.statement_relations) or any(prepared.statement_flags)
     if not needs_ids:
-        conn.execute(t.insert(), prepared.statements)
+        _bulk_insert(conn, t, prepared.statements)
         return
-    stmt: Insert = t.insert().returning(t.c.id, sort_by_parameter_order=True)
-    ids = [row.id for row in conn.execute(stmt, prepared.statements)]
+    # Ids are allocated up front so the rows go in one executemany (RETURNING would cost one
+    # round trip per row on SQLite) and statement_tables/statement_flags can refer to them.
+    ids = _allocate_statement_ids(conn, len(prepared.statements))
+    _bulk_insert(conn, t, [{"id": sid, **row}
+                           for sid, row in zip(ids, prepared.statements, strict=True)])
     relation_rows = [
         {"statement_id": sid, "schema_name": rel.schema, "relation_name": rel.name}
         for sid, rels in zip(ids, prepared.statement_relations, strict=True) for rel in rels]
@@ -183,9 +186,44 @@ def _insert_statements(conn: Connection, prepared: PreparedBatch) -> None:
                  for sid, flags in zip(ids, prepared.statement_flags, strict=True)
                  for flag in flags]
     if relation_rows:
-        conn.execute(schema.statement_tables.insert(), relation_rows)
+        _bulk_insert(conn, schema.statement_tables, relation_rows)
     if flag_rows:
-        conn.execute(schema.statement_flags.insert(), flag_rows)
+        _bulk_insert(conn, schema.statement_flags, flag_rows)
+
+
+def _bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT many rows through the driver's executemany, skipping SQLAlchemy's per-row
+    parameter processing (the bulk of the ingest cost for statements). JSON columns are
+    serialized here the way SQLAlchemy's JSON type would; all rows have the same keys."""
+    keys = list(rows[0])
+    json_keys = [k for k in keys if isinstance(table.c[k].type, JSON)]
+    if json_keys:
+        rows = [{**row, **{k: None if row[k] is None else json.dumps(row[k]) for k in json_keys}}
+                for row in rows]
+    compiled = table.insert().compile(dialect=conn.dialect, column_keys=keys)
+    if compiled.positional:
+        order = compiled.positiontup or []
+        conn.exec_driver_sql(str(compiled), [tuple(row[k] for k in order) for row in rows])
+    else:
+        conn.exec_driver_sql(str(compiled), rows)
+
+
+def _allocate_statement_ids(conn: Connection, count: int) -> list[int]:
+    """`count` fresh ids for statements.id.
+
+    PostgreSQL: taken from the column's sequence, safe with concurrent writers. SQLite: after
+    the current maximum; safe because the caller's transaction holds the database write lock
+    (BEGIN IMMEDIATE) until commit, and the column is a rowid alias that never reuses an id
+    below the maximum.
+    """
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            text("SELECT nextval(pg_get_serial_sequence('statements', 'id')) "
+                 "FROM generate_series(1, :n)"), {"n": count})
+        return [int(r[0]) for r in rows]
+    start = int(conn.execute(select(func.coalesce(func.max(schema.statements.c.id), 0)))
+                .scalar_one())
+    return list(range(start + 1, start + count + 1))
 
 
 def _upsert_agent_stats(conn: Connection, row: dict[str, Any]) -> None:
