@@ -417,7 +417,8 @@ def test_tokenize(name: str, tokens: list[str]) -> None:
 def test_match_name(name: str, cls: str, lang: str) -> None:
     match = match_name(name)
     assert match is not None, name
-    assert (match.pii_class, match.lang) == (cls, lang)
+    assert match.pii_class == cls
+    assert lang in match.lang.split("/")  # a phrase shared by languages lists them all
 
 
 @pytest.mark.parametrize("name", ["status", "description", "product_name", "hostname", "filename",

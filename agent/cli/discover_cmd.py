@@ -26,15 +26,15 @@ class _PlainProgress:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self.step = -1
+        self.last: tuple[int, bool] | None = None
 
     def __call__(self, p: Progress) -> None:
         if p.columns_total == 0:
             return
-        step = 10 * p.columns_done // p.columns_total
-        if step == self.step:
+        key = (10 * p.columns_done // p.columns_total, p.tables_done == p.tables_total)
+        if key == self.last:
             return
-        self.step = step
+        self.last = key
         where = f", table {p.table}" if p.table else ""
         self.stream.write(f"pgwarden discover: {p.columns_done}/{p.columns_total} columns "
                           f"({100 * p.columns_done // p.columns_total}%), {p.tables_done}/"
@@ -243,6 +243,15 @@ def discover(dsn: str, schemas: tuple[str, ...], sample: int, as_json: bool,
         conn.close()
 
     flagged = result.findings(min_confidence)
+    written = ""
+    if suggestions_path is not None:  # before stdout: a closed pipe must not lose the file
+        try:
+            n = _write_suggestions(suggestions_path, result, min_confidence, source)
+        except OSError as exc:
+            click.echo(f"pgwarden discover: cannot write {suggestions_path}: {exc.strerror}",
+                       err=True)
+            sys.exit(1)
+        written = f"; {n} suggestions written to {suggestions_path}"
     shown = result.columns if show_all else flagged
     if as_json:
         for r in shown:
@@ -254,15 +263,6 @@ def discover(dsn: str, schemas: tuple[str, ...], sample: int, as_json: bool,
         _print_table(shown, sys.stdout)
     for table, reason in result.skipped:
         click.echo(f"pgwarden discover: skipped sampling {table}: {reason}", err=True)
-    written = ""
-    if suggestions_path is not None:
-        try:
-            n = _write_suggestions(suggestions_path, result, min_confidence, source)
-        except OSError as exc:
-            click.echo(f"pgwarden discover: cannot write {suggestions_path}: {exc.strerror}",
-                       err=True)
-            sys.exit(1)
-        written = f"; {n} suggestions written to {suggestions_path}"
     tables_with = len({(r.schema, r.table) for r in flagged})
     click.echo(f"pgwarden discover: {len(flagged)} PII columns in {tables_with} of "
                f"{result.tables} tables ({len(result.columns)} columns examined, "

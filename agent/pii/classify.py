@@ -151,6 +151,10 @@ VALUE_PRIORITY = ("private_key", "password_hash", "secret", "iban", "payment_car
 CONTRADICTABLE = frozenset({"email", "phone", "payment_card", "iban", "ip_address",
                             "date_of_birth"})
 CONTRADICTION_MIN_SAMPLES = 10
+# Validators that only recognise part of a class (a list of given names, street words, common
+# postcode shapes): when few values pass, that says nothing against the name.
+PARTIAL_VALIDATORS = frozenset({"person_name", "address", "postal_code", "username", "gender",
+                                "geolocation"})
 # Credentials stay sensitive when one value repeats; the enum-like rule does not apply to them.
 CREDENTIALS = frozenset({"secret", "private_key", "password", "password_hash"})
 MIN_CONFIDENCE = 0.5
@@ -164,7 +168,7 @@ _PLURAL = {
     "email": "valid emails", "phone": "phone numbers", "payment_card": "payment card numbers",
     "national_id": "valid national ids", "tax_id": "valid tax ids", "iban": "valid IBANs (mod 97)",
     "bank_account": "account-number-like", "ip_address": "IP addresses",
-    "date_of_birth": "plausible birth dates", "secret": "secrets (API keys, tokens, JWTs)",
+    "date_of_birth": "plausible birth dates", "secret": "secrets",
     "private_key": "private keys", "password_hash": "password hashes",
     "person_name": "person names", "address": "street addresses", "postal_code": "postal codes",
     "gender": "gender values", "geolocation": "coordinates", "username": "login-like",
@@ -264,7 +268,7 @@ def _round(p: float) -> float:
 # Validator labels that repeat the class sentence and are left out of the evidence.
 _PLAIN_LABELS = frozenset({"email", "plausible birth date", "IBAN", "payment card", "person name",
                            "street address", "postal code", "gender value", "coordinate",
-                           "login-like", "account number"})
+                           "login-like", "account number", "private key"})
 
 
 def _value_sentence(cls: str, count: int, n: int, tally: _Tally) -> str:
@@ -342,7 +346,7 @@ def _assess(name: str, data_type: str | None, values: Iterable[object], table: s
                 return Assessment(None, enum_rejection(value_cls))
             f = value_finding(value_cls, [f"{match.describe()}, but the values say {value_cls}"])
             return Assessment(f)
-        if check in VALIDATORS and n:
+        if check in VALIDATORS and n and not (check in PARTIAL_VALIDATORS and any_frac < 0.5):
             count = t.any if t else 0
             if any_frac >= 0.5 and t is not None:
                 base = VALUE_CONFIDENCE.get(check, 0.5) if t.strong >= t.any / 2 else 0.5

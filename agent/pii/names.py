@@ -384,7 +384,13 @@ def _parse_dictionary(source: str) -> dict[tuple[str, ...], Phrase]:
             tokens = tuple(text.split())
             # First definition wins: the dictionary lists the more specific classes first where
             # it matters (e.g. "password hash" is its own phrase, not "password" + "hash").
-            phrases.setdefault(tokens, Phrase(pii_class, lang, text, tokens, ambiguous))
+            # The same phrase in several languages for the same class keeps all of them.
+            known = phrases.get(tokens)
+            if known is None:
+                phrases[tokens] = Phrase(pii_class, lang, text, tokens, ambiguous)
+            elif known.pii_class == pii_class and lang not in known.lang.split("/"):
+                phrases[tokens] = Phrase(pii_class, f"{known.lang}/{lang}", text, tokens,
+                                         known.ambiguous)
     return phrases
 
 
@@ -472,7 +478,7 @@ class NameMatch:
     qualifier: str | None = None
 
     def describe(self) -> str:
-        lang = "" if self.lang == "intl" else f" ({self.lang})"
+        lang = "" if self.lang == "intl" else f" ({self.lang.replace('/', ', ')})"
         if self.qualifier:
             return f"name matches '{self.term}'{lang} qualified by '{self.qualifier}'"
         return f"name matches '{self.term}'{lang}"
