@@ -214,7 +214,7 @@ class Connection:
         "_split", "_fe", "_be", "_records", "_pending", "_done", "_stmts", "_portals",
         "_rows", "_qseq", "_batch_open", "_opno", "_seq", "_batch_error", "_tags", "_enc",
         "_trunc", "_tls", "_gss", "_cancel", "_terminated", "_ended", "_copy_in_ext",
-        "_mid_gap", "_encrypted",
+        "_mid_gap", "_encrypted", "_suspect", "_copy_active",
     )
 
     def __init__(self, capture_params: bool = False, mid_session: bool = False,
@@ -254,6 +254,8 @@ class Connection:
         self._copy_in_ext = False
         self._mid_gap = mid_session
         self._encrypted = False
+        self._suspect = False  # after a frontend resync: unanswered groups are stale
+        self._copy_active = False  # COPY IN/BOTH: the backend reads while a group is pending
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -261,7 +263,12 @@ class Connection:
              ts_ns: int) -> None:
         """Decode `data`, the bytes at stream offset `pos` of `direction` (FRONTEND/BACKEND)."""
         try:
-            st = self._be if direction == BACKEND else self._fe
+            if direction == BACKEND:
+                st = self._be
+            else:
+                st = self._fe
+                if self._suspect:
+                    self._close_stale_groups()
             n = len(data)
             if not n:
                 return
@@ -462,6 +469,7 @@ class Connection:
             # By the ordering assumption every response to what the backend read before this
             # chunk has been fed: operations still pending lost their responses.
             self._flush_all(TRUNCATED)
+            self._suspect = True
             return 0
         st.lost += len(data)
         return len(data)
@@ -471,6 +479,7 @@ class Connection:
                 and backend_chain_ends_ready(data, 0, len(data))):
             # A whole response chain: it answers the (only) pending group.
             self._resynced(st, ts)
+            self._suspect = True
             if st.resync_flag:
                 self._flag_head(TRUNCATED)
             return 0
@@ -485,6 +494,7 @@ class Connection:
             return len(data)
         st.lost += i
         self._resynced(st, ts)
+        self._suspect = True
         # Which group this ReadyForQuery ends is unknown when responses were lost: close every
         # pending operation as truncated rather than risk giving one the wrong result.
         pending = self._pending
@@ -863,8 +873,10 @@ class Connection:
         tags[tag] = info
         return info
 
-    def _current(self, ts: int) -> tuple[Statement, Any]:
-        """The statement the next completion belongs to, and its op (None: it is done)."""
+    def _current(self, ts: int, skip_stale: bool = True) -> tuple[Statement, Any]:
+        """The statement the next completion belongs to, and its op (None: it is done).
+        skip_stale: a Sync/FunctionCall at the head cannot receive a CommandComplete: it is
+        stale (its group's responses were lost), close it and look further."""
         pending = self._pending
         while pending:
             op = pending[0]
@@ -879,15 +891,50 @@ class Connection:
                 stmts.append(st)
                 op[Q_MISMATCH] = True
                 return st, op
-            if k == OP_EXECUTE or k == OP_FCALL:
+            if k == OP_EXECUTE or (k == OP_FCALL and not op[2]):
                 return op[1], op
-            if k in _TERMINATORS:
+            if k in _TERMINATORS and not skip_stale:
                 break
-            # A completion while Parse/Bind/... is at the head: their own responses were not
-            # seen (capture loss). Close them and look further in the batch.
+            # A completion while Parse/Bind/Sync... is at the head: their own responses were
+            # not seen (capture loss, or bytes misread as messages). Close them, look further.
             self._close_op(pending.popleft(), TRUNCATED, self._done)
+        self._misframed_frontend()
         st = Statement("unknown", None, None, 0, flags=UNKNOWN_STATEMENT | TRUNCATED)
         return st, None
+
+    def _misframed_frontend(self) -> None:
+        """The server answered something we have no request for. If our frontend framing is
+        inside a message (buffered or skipping), that message is not real: the server, which
+        reads the same bytes, has already acted on what follows. Resynchronise there."""
+        fe = self._fe
+        if fe.mode == NORMAL and (fe.buf or fe.skip) and not self._copy_active:
+            fe.lost += len(fe.buf) + fe.skip
+            self._enter_desync(fe, 0)
+
+    def _close_stale_groups(self) -> None:
+        """After a resync, until a group completes cleanly: a new frontend chunk means the
+        backend finished everything it had read (it reads only when its input is exhausted,
+        and flushes at ReadyForQuery). So groups still pending were never answered: close
+        them as truncated; and if our backend framing is inside a message, that message is
+        not real (the server has finished writing): resynchronise the backend side."""
+        if self._copy_active or self._fe.mode != NORMAL:
+            return
+        pending = self._pending
+        last = -1
+        for i, op in enumerate(pending):
+            if op[0] in _TERMINATORS:
+                last = i
+        if last < 0:
+            return
+        be = self._be
+        if be.mode == NORMAL and (be.buf or be.skip):
+            be.lost += len(be.buf) + be.skip
+            self._enter_desync(be, 0)
+        done = self._done
+        for _ in range(last + 1):
+            self._close_op(pending.popleft(), TRUNCATED, done)
+        self._batch_error = None
+        self._emit_done()
 
     def _complete(self, st: Statement, op: Any) -> None:
         """`st` got its CommandComplete/EmptyQueryResponse/PortalSuspended/ErrorResponse."""
@@ -1024,7 +1071,7 @@ class Connection:
             if done and done[-1].sqlstate is None:  # error at the implicit COMMIT at Sync
                 _set_error(done[-1], info)
                 return
-            st, op = self._current(ts)  # unknown
+            st, op = self._current(ts, skip_stale=False)  # unknown
         else:
             st, op = self._current(ts)
         _set_error(st, info)
@@ -1136,6 +1183,7 @@ class Connection:
                 return
 
     def _be_copy_in(self, b: bytes | bytearray, s: int, e: int, ts: int) -> None:
+        self._copy_active = True
         pending = self._pending
         if pending and pending[0][0] == OP_EXECUTE:
             # Extended-protocol COPY FROM STDIN: Syncs the client sent with the Execute are
@@ -1169,6 +1217,9 @@ class Connection:
         if name == "client_encoding":
             self._enc = _codec(value)
 
+    def _be_copy_both(self, b: bytes | bytearray, s: int, e: int, ts: int) -> None:
+        self._copy_active = True
+
     def _be_negotiate(self, b: bytes | bytearray, s: int, e: int, ts: int) -> None:
         self.negotiated_version = INT32.unpack_from(b, s)[0]
 
@@ -1188,8 +1239,10 @@ class Connection:
             k = op[0]
             if k == OP_QUERY and op[4] >= len(op[1]) and not op[6]:
                 pending.popleft()  # the common case: every statement answered
+                self._suspect = False
             elif k == OP_SYNC and self._batch_error is None:
                 pending.popleft()
+                self._suspect = False
             else:
                 flag = SKIPPED if self._batch_error is not None else 0
                 while pending:
@@ -1199,8 +1252,11 @@ class Connection:
                         self._close_op(op, flag, done)
                         break
                     self._close_op(op, flag, done)
+        elif not done:
+            self._misframed_frontend()  # a ReadyForQuery for nothing we saw
         self._batch_error = None
         self._copy_in_ext = False
+        self._copy_active = False
         if done:
             txn = _STATUS.get(status)
             records = self._records
@@ -1331,7 +1387,7 @@ _BE_HANDLERS = _handler_table({
     ord("E"): C._be_error, ord("I"): C._be_empty_query, ord("s"): C._be_portal_suspended,
     ord("T"): C._be_row_description, ord("n"): C._be_no_data, ord("1"): C._be_parse_complete,
     ord("2"): C._be_bind_complete, ord("3"): C._be_close_complete, ord("G"): C._be_copy_in,
-    ord("V"): C._be_function_call_response, ord("R"): C._be_authentication,
+    ord("W"): C._be_copy_both, ord("V"): C._be_function_call_response, ord("R"): C._be_authentication,
     ord("K"): C._be_key_data, ord("S"): C._be_parameter_status, ord("v"): C._be_negotiate,
 }, C._be_ignore)
 del C
