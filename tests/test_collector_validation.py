@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -57,3 +58,29 @@ def test_values_are_never_echoed_in_errors() -> None:
 def test_malformed_bodies(body: bytes) -> None:
     with pytest.raises(MalformedBody):
         parse_batch(body)
+
+
+def _doc_sections() -> dict[str, str]:
+    """docs/events.md: event type -> the text of its `### \\`type\\`` section."""
+    text = (Path(__file__).parent.parent / "docs" / "events.md").read_text()
+    parts = re.split(r"^### `([a-z_.]+)`\s*$", text, flags=re.MULTILINE)
+    return {name: body.split("\n## ")[0] for name, body in zip(parts[1::2], parts[2::2],
+                                                                 strict=True)}
+
+
+def test_validator_and_docs_list_the_same_keys() -> None:
+    sections = _doc_sections()
+    assert set(sections) == set(EVENT_FIELDS)
+    for etype, fields in EVENT_FIELDS.items():
+        section = sections[etype]
+        table_keys = {key for line in section.splitlines() if line.startswith("| `")
+                      for key in re.findall(r"`([a-z_]+)`", line.split("|")[1])}
+        mentioned = set(re.findall(r"`([a-z_]+)`", section))
+        if table_keys:  # events documented with a table: exactly the validator's keys
+            assert table_keys - {"ts_us"} == set(fields), etype
+        else:  # events documented in prose
+            assert set(fields) <= mentioned, etype
+        for key, (_, required) in fields.items():
+            rows = [line for line in section.splitlines() if line.startswith(f"| `{key}`")]
+            if required and rows:
+                assert "**required**" in rows[0], (etype, key)
