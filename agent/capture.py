@@ -108,10 +108,12 @@ class Capture:
         # After the postmasters are in the kernel's map: a backend forked from now on is tracked
         # from its fork (a BACKEND_START is on its way); only older ones join mid-session.
         tracked = self.probes.backend_pids()
-        for pm in found:
-            for be in discovery.find_backends(pm.pid):
-                if be.pid not in self.sessions and be.pid not in tracked:
-                    self._attach_existing_backend(be, pm.ports)
+        joined = [be for pm in found for be in discovery.find_backends(pm.pid)
+                  if be.pid not in self.sessions and be.pid not in tracked]
+        if joined:
+            self.probes.watch_joined(True)  # before flagging them: their first read is pending
+        for be in joined:
+            self._attach_existing_backend(be, self.postmasters.get(be.postmaster_pid, ()))
         self._last_rescan = time.monotonic()
         return found
 
@@ -150,6 +152,8 @@ class Capture:
         for pid in list(self.postmasters):
             if not os.path.exists(f"/proc/{pid}"):
                 del self.postmasters[pid]
+        if not self.probes.joined_backends():
+            self.probes.watch_joined(False)
         self.clock = make_clock()
         for s in self.sessions.values():
             s.clock = self.clock

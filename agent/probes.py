@@ -106,6 +106,7 @@ class Probes:
         self.data_ring_pages = data_ring_pages
         self.attached: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> binary path
         self._bpf = None
+        self._joined_watch = False
         self.data_ring: RingReader
         self.ctl_ring: RingReader
 
@@ -121,8 +122,8 @@ class Probes:
         except ImportError as e:
             raise ProbeError(f"bcc is not importable ({e}); install Debian's python3-bpfcc "
                              "(make setup links it into the virtual environment)") from None
-        files = ["pgwarden.c", "lifecycle.c", "clients.c",
-                 "secure_rw.c" if self.mode == "secure_rw" else "syscall_rw.c"]
+        files = ["pgwarden.c", "lifecycle.c", "clients.c"]
+        files += ["secure_rw.c", "joined.c"] if self.mode == "secure_rw" else ["syscall_rw.c"]
         text = "\n".join((PROBES_DIR / f).read_text() for f in files)
         try:
             self._bpf = BPF(text=text, cflags=[f"-I{PROBES_DIR}",
@@ -130,6 +131,9 @@ class Probes:
         except Exception as e:  # bcc raises bare Exception on compile/load failure
             raise ProbeError(f"loading probes failed: {e} (is this root, with kernel headers "
                              "under /lib/modules/$(uname -r)? see scripts/setup.sh)") from None
+        if self.mode == "secure_rw":  # joined.c runs only while a joined backend needs it
+            self._joined_watch = True
+            self.watch_joined(False)
         page = mmap.PAGESIZE
         self.data_ring = RingReader(self._bpf["data_events"].map_fd, self.data_ring_pages * page)
         self.ctl_ring = RingReader(self._bpf["ctl_events"].map_fd, 1024 * page)
@@ -162,6 +166,23 @@ class Probes:
                                        fn_name=f"uretprobe_secure_{sym}_exit")
         self.attached[key] = binary
         return True
+
+    def watch_joined(self, on: bool) -> None:
+        """Attach (on) or detach joined.c's recvfrom tracepoints (secure_rw mode)."""
+        if self.mode != "secure_rw" or on == self._joined_watch:
+            return
+        for event in ("sys_enter_recvfrom", "sys_exit_recvfrom"):
+            tp, fn = f"syscalls:{event}", f"tracepoint__syscalls__{event}"
+            if on:
+                self._bpf.attach_tracepoint(tp=tp, fn_name=fn)  # type: ignore[union-attr]
+            else:
+                self._bpf.detach_tracepoint(tp=tp)  # type: ignore[union-attr]
+        self._joined_watch = on
+
+    def joined_backends(self) -> int:
+        """Backends still flagged BACKEND_JOINED (their first read not seen yet)."""
+        table = self._bpf["backends"]  # type: ignore[index]
+        return sum(1 for v in table.values() if v.flags & BACKEND_JOINED)
 
     # -- maps user space owns ----------------------------------------------------------------
 

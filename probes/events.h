@@ -79,8 +79,8 @@ struct backend {
     u32 flags;        /* BACKEND_JOINED: tracked mid-session (the agent started after it) */
     u32 pad;
 };
-/* A backend that predates the agent is usually blocked inside secure_read (PostgreSQL waits for
- * input there), so its first return has no entry: expected, not a loss. */
+/* A backend that predates the agent: a return without its entry is expected, not a loss, and
+ * its first read is caught by joined.c. Cleared at its first secure_read entry. */
 #define BACKEND_JOINED 1
 
 /* Counters (BPF_PERCPU_ARRAY stats, summed by the agent). Names in agent/events.py. */
@@ -94,7 +94,7 @@ enum stat {
     STAT_DROP_NO_ENTRY,      /* return probe without its entry probe (attached mid-call) */
     STAT_CTL_EVENTS,
     STAT_DROP_CTL_RINGBUF_FULL,
-    STAT_JOINED_SKIPS,       /* first call of a mid-session backend, bytes unseen (not a loss) */
+    STAT_JOINED_SKIPS,       /* a mid-session backend's call already in flight at attach (not a loss) */
     STAT_MAX,
 };
 

@@ -6,7 +6,8 @@
  *   lifecycle.c   postmasters, accept -> fork = backend start, exits            (tracepoints)
  *   clients.c     which local process connected (TCP and unix sockets)          (tracepoints)
  *   secure_rw.c   primary data hooks: uprobes on postgres secure_read/secure_write
- *   syscall_rw.c  fallback data hooks: recvfrom/sendto tracepoints (instead of secure_rw.c)
+ *   joined.c      with secure_rw.c: the first read of backends that predate the agent
+ *   syscall_rw.c  fallback data hooks: recvfrom/sendto tracepoints (instead of both)
  * The kernel only classifies and copies; user space (agent/pgwire) decodes.
  */
 #include <uapi/linux/ptrace.h>
@@ -141,10 +142,8 @@ static __always_inline void finish_rw(u8 dir, s64 ret, u8 source)
             count(STAT_JOINED_SKIPS, 1);
         else
             count(STAT_DROP_NO_ENTRY, 1);
-        b->flags &= ~BACKEND_JOINED;
         return;
     }
-    b->flags &= ~BACKEND_JOINED;
     emit_data(b, tgid, dir, buf, ret, source);
 }
 
@@ -154,8 +153,10 @@ static __always_inline void stash_rw(u8 dir, u64 buf)
     struct backend *b = backends.lookup(&tgid);
     if (!b)
         return;
-    if (dir == DIR_FRONTEND)
+    if (dir == DIR_FRONTEND) {
         b->rd_buf = buf;
-    else
+        b->flags &= ~BACKEND_JOINED;   /* from here on the uprobes see every read */
+    } else {
         b->wr_buf = buf;
+    }
 }
