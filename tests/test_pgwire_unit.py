@@ -412,7 +412,8 @@ def test_deferred_constraint_error_at_commit_belongs_to_last_statement() -> None
     assert len(st) == 1
     s = st[0]
     assert (s.command_tag, s.rows, s.sqlstate, s.error_constraint, s.error_schema,
-            s.error_table) == ("INSERT", 1, "23503", "fk_x", "public", "child")
+            s.error_table, s.error_phase) == ("INSERT", 1, "23503", "fk_x", "public", "child",
+                                              "commit")
     assert "secret-42" not in repr(s)  # the detail field is never copied
 
 
@@ -567,8 +568,8 @@ def test_parse_error_goes_to_its_execute_and_rolls_back_the_statement_map() -> N
     be = (m.error_response({"S": "ERROR", "V": "ERROR", "C": "42601", "P": "1",
                             "M": 'syntax error at or near "selec"'}) + m.ready_for_query("I"))
     st = statements(replay(STARTUP + [(F, fe), (B, be)], conn=conn, close=False))
-    assert [(s.text, s.sqlstate, s.flags) for s in st] == [
-        ("selec 1", "42601", 0), ("select 2", None, SKIPPED)]
+    assert [(s.text, s.sqlstate, s.flags, s.error_phase) for s in st] == [
+        ("selec 1", "42601", 0, "parse"), ("select 2", None, SKIPPED, None)]
     assert "s1" not in conn.statement_map  # the server never created it
 
 
@@ -576,7 +577,8 @@ def test_refused_parse_without_execute_is_reported() -> None:
     fe = m.parse("s1", "selec 1") + m.describe("S", "s1") + m.sync()
     be = m.error_response(sqlstate="42601", message_text="syntax error") + m.ready_for_query("I")
     st = statements(replay(STARTUP + [(F, fe), (B, be)]))
-    assert [(s.text, s.statement_name, s.sqlstate) for s in st] == [("selec 1", "s1", "42601")]
+    assert [(s.text, s.statement_name, s.sqlstate, s.error_phase) for s in st] == [
+        ("selec 1", "s1", "42601", "parse")]
 
 
 def test_duplicate_prepared_statement_keeps_the_old_text() -> None:

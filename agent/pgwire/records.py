@@ -120,6 +120,10 @@ class Statement:
     flags: int = 0
     suspended: bool = False  # Execute hit its row limit (PortalSuspended); more Executes follow
     function_oid: int | None = None  # FunctionCall only
+    # Where the error came from when it is not the statement's own execution: "parse",
+    # "bind", "describe" (the server refused the message preparing it: it never ran), or
+    # "commit" (the implicit COMMIT after it failed, e.g. a deferred constraint: it ran).
+    error_phase: str | None = None
 
     @property
     def flag_names(self) -> list[str]:

@@ -100,6 +100,7 @@ _TERMINATORS = (OP_QUERY, OP_SYNC, OP_FCALL)  # answered by ReadyForQuery
 Q_STMTS, Q_TEXT, Q_OPNO, Q_IDX, Q_FAILED, Q_MISMATCH = 1, 2, 3, 4, 5, 6
 
 _SYNC_OP = (OP_SYNC,)
+_PHASES = {OP_PARSE: "parse", OP_BIND: "bind", OP_DESCRIBE: "describe", OP_CLOSE: "close"}
 _STARTUP_HEAD = struct.Struct(">iI")
 _STATUS = {73: "I", 84: "T", 69: "E"}
 
@@ -1043,6 +1044,7 @@ class Connection:
                 # All statements completed: an error at the implicit COMMIT (deferred
                 # constraint) belongs to the last one.
                 _set_error(done[-1], info)
+                done[-1].error_phase = "commit"
                 op[Q_FAILED] = True
                 return
             st, op = self._current(ts)
@@ -1057,12 +1059,14 @@ class Connection:
             target = self._error_target(op)
             if target is not None:
                 _set_error(target, info)
+                target.error_phase = _PHASES[k]
                 target.ts_end_ns = ts
                 if self._trunc:
                     target.flags |= TRUNCATED
                 return
             if k == OP_PARSE or k == OP_BIND:
                 st = self._refused_statement(op)
+                st.error_phase = _PHASES[k]
                 op = None
             else:
                 return
@@ -1070,6 +1074,7 @@ class Connection:
             self._batch_error = info
             if done and done[-1].sqlstate is None:  # error at the implicit COMMIT at Sync
                 _set_error(done[-1], info)
+                done[-1].error_phase = "commit"
                 return
             st, op = self._current(ts, skip_stale=False)  # unknown
         else:
