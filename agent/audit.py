@@ -38,6 +38,7 @@ class Verification:
     head_seq: int
     head_hash: str
     chained_now: int = 0
+    chain_error: str | None = None
     bad_seq: int | None = None
     problem: str | None = None
     anchor: dict[str, Any] = field(default_factory=dict)
@@ -88,10 +89,14 @@ def records(dsn: str, since: int = 0, limit: int | None = None) -> list[dict[str
 def verify(dsn: str, expect_head: str | None = None, chain_first: bool = True) -> Verification:
     """Check the whole chain (see module docstring). `expect_head` is an anchored head hash
     (hex), optionally as "SEQ:HASH"."""
+    chained, chain_error = 0, None
+    if chain_first:
+        try:
+            chained = chain(dsn)
+        except DbError as e:  # a tampered chain can break the chainer: verify anyway
+            chain_error = str(e)
     with connect(dsn) as conn:
         try:
-            chained = int(conn.execute("SELECT pgwarden.chain_pending()").fetchone()[0]) \
-                if chain_first else 0
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 rows = conn.execute("SELECT seq, payload, prev_hash, hash FROM pgwarden.ledger"
@@ -100,7 +105,8 @@ def verify(dsn: str, expect_head: str | None = None, chain_first: bool = True) -
                     "SELECT seq, hash FROM pgwarden.ledger_head").fetchone()
         except psycopg.Error as e:
             raise DbError(f"reading the ledger: {server_error(e)}") from None
-    result = Verification(True, len(rows), head_seq, bytes(head_hash).hex(), chained)
+    result = Verification(True, len(rows), head_seq, bytes(head_hash).hex(), chained,
+                          chain_error)
 
     def bad(seq: int, problem: str) -> Verification:
         result.ok, result.bad_seq, result.problem = False, seq, problem
