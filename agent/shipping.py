@@ -238,14 +238,16 @@ class Shipper:
     # -- the batcher thread ------------------------------------------------------------------
 
     def _batch_loop(self) -> None:
+        size = self._batch_max_events
         while True:
             with self._lock:
-                if self._state == "running" and len(self._pending) < self._batch_max_events:
+                if self._state == "running" and len(self._pending) < size:
                     self._pending_cond.wait(self._flush_interval_s)
-                events = self._pending[:self._batch_max_events]
-                del self._pending[:self._batch_max_events]
-                finished = self._state != "running" and not self._pending
-            if events:
+                # Swap the list: O(1) under the lock, whatever the backlog.
+                taken, self._pending = self._pending, []
+                finished = self._state != "running"  # submit() accepts nothing more now
+            for start in range(0, len(taken), size):
+                events = taken[start:start + size]
                 try:
                     self._spool_events(events)
                 except Exception:  # never let one batch kill shipping; counted and logged
@@ -260,29 +262,41 @@ class Shipper:
     def _spool_events(self, events: list[dict[str, Any]]) -> None:
         packer = msgpack.Packer()
         limit = self._max_batch_bytes - _BATCH_OVERHEAD_BYTES
+        try:  # the common case: one C call for the whole batch
+            packed = packer.pack(events)
+        except (TypeError, ValueError, OverflowError):
+            packed = b""
+        if packed and len(packed) <= limit:
+            self._write_batch(len(events), packed)
+            return
+        # Something is unserializable or the batch is too big: pack event by event, cut
+        # batches at the byte limit and count what cannot be shipped.
         chunk: list[bytes] = []
         size = 0
         for event in events:
             try:
-                packed = packer.pack(event)
+                one = packer.pack(event)
             except (TypeError, ValueError, OverflowError):
                 self._drop(1, "unserializable", "an event is not representable in MessagePack")
                 continue
-            if len(packed) > limit:
+            if len(one) > limit:
                 self._drop(1, "event_too_large",
-                           f"an event of {len(packed)} bytes exceeds max_batch_bytes")
+                           f"an event of {len(one)} bytes exceeds max_batch_bytes")
                 continue
-            if chunk and size + len(packed) > limit:
-                self._write_batch(chunk)
+            if chunk and size + len(one) > limit:
+                self._write_chunk(packer, chunk)
                 chunk, size = [], 0
-            chunk.append(packed)
-            size += len(packed)
+            chunk.append(one)
+            size += len(one)
         if chunk:
-            self._write_batch(chunk)
+            self._write_chunk(packer, chunk)
 
-    def _write_batch(self, packed_events: list[bytes]) -> None:
-        count = len(packed_events)
-        body_size = sum(map(len, packed_events)) + _BATCH_OVERHEAD_BYTES
+    def _write_chunk(self, packer: msgpack.Packer, packed: list[bytes]) -> None:
+        self._write_batch(len(packed), packer.pack_array_header(len(packed)) + b"".join(packed))
+
+    def _write_batch(self, count: int, packed_events: bytes) -> None:
+        """Spool one batch; `packed_events` is the MessagePack array of its `count` events."""
+        body_size = len(packed_events) + _BATCH_OVERHEAD_BYTES
         with self._lock:
             full = self._spool_bytes + body_size > self._max_spool_bytes
         if full:
@@ -297,7 +311,7 @@ class Shipper:
             packer.pack("schema_version"), packer.pack(SCHEMA_VERSION),
             packer.pack("agent"), packer.pack(self._agent),
             packer.pack("batch_seq"), packer.pack(seq),
-            packer.pack("events"), packer.pack_array_header(count), *packed_events,
+            packer.pack("events"), packed_events,
         ])
         path = self._spool_dir / f"{seq:020d}-{count}.msgpack"
         try:

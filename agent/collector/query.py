@@ -271,10 +271,11 @@ def resolve_session_id(store: Store, id_or_prefix: str) -> str:
 
     Raises SessionNotFound, or AmbiguousSession when a prefix matches several sessions.
     """
-    text = id_or_prefix.strip().lower()
+    exact = id_or_prefix.strip()
+    text = exact.lower()
     with store.connect() as conn:
-        if conn.execute(select(se.c.session_id).where(se.c.session_id == text)).first():
-            return text
+        if exact and conn.execute(select(se.c.session_id).where(se.c.session_id == exact)).first():
+            return exact
         if not text:
             raise SessionNotFound("an empty session id matches nothing")
         pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
