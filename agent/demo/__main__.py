@@ -81,12 +81,19 @@ def main() -> int:
               f"{status['counters'].get('statements')}, drops {sum(status['drops'].values())}, "
               f"spooled batches {status['shipping'].get('spool_batches')}")
 
-        step(f"pgwarden sessions --store {store}")
-        run([*PGWARDEN, "sessions", "--store", store])
-        step(f"pgwarden statements --store {store} --database shop --limit 25")
-        run([*PGWARDEN, "statements", "--store", store, "--database", "shop", "--limit", "25"])
-        step(f"pgwarden statements --store {store} --error")
-        run([*PGWARDEN, "statements", "--store", store, "--error"])
+        # tables fit the terminal; give them room when the output is not one (CI, a pipe)
+        wide = {**os.environ, "COLUMNS": str(max(shutil.get_terminal_size((160, 40)).columns, 160))}
+        for title, args in (
+            ("who connected", ["sessions"]),
+            ("what psql ran (unix socket and TLS)", ["statements", "--client-exe", "psql"]),
+            ("what the psycopg program ran (bind values not stored: normalized text)",
+             ["statements", "--client-exe", "python"]),
+            ("what failed", ["statements", "--error"]),
+            ("one statement as JSON", ["statements", "--table", "pgbench_accounts", "--json",
+                                       "--limit", "1"]),
+        ):
+            step(f"{title}: pgwarden {' '.join(args)} --store {store}")
+            run([*PGWARDEN, *args, "--store", store], env=wide)
         print(f"\nThe store is kept in {out_dir}. Try: .venv/bin/pgwarden statements --store {store} "
               "--client-exe psql --json")
         return 0
