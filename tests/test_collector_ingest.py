@@ -4,6 +4,7 @@ the store exactly as it was."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +14,15 @@ import pytest
 
 from agent.collector import query
 from agent.collector.storage import open_store
+from agent.pgcluster import PgCluster, wait_for
+from agent.shipping import Shipper
 from tests.test_collector_process import (
     BASE_US,
     STORE_KINDS,
     TOKEN,
     CollectorProcess,
     batch,
+    new_pg_database,
     new_store_location,
     post,
     row_counts,
@@ -189,3 +193,42 @@ def test_strings_postgresql_cannot_hold_are_replaced_not_refused(
     with open_store(collector.store, migrate=False) as store:
         [row] = list(query.find_statements(store))
     assert "\ufffd" in row["statement"]
+
+
+@pytest.mark.pg
+def test_store_outage_answers_503_and_agents_deliver_once_it_is_back(tmp_path: Path) -> None:
+    # Its own cluster, stopped mid-test; not under tmp_path, which the `postgres` user cannot reach.
+    cluster = PgCluster(Path(tempfile.mkdtemp(prefix="pgwarden-store-")))
+    cluster.start()
+    try:
+        url = new_pg_database(cluster)
+        proc = CollectorProcess(url, tmp_path / "collector").start()
+        shipper = Shipper(proc.url, TOKEN, tmp_path / "agent", flush_interval_s=0.05,
+                          retry_initial_s=0.1, retry_max_s=0.5)
+        try:
+            assert post(proc.url, batch([statement("s1", 1, BASE_US)], seq=1)).status_code == 200
+            cluster.stop()
+            down = post(proc.url, batch([statement("s1", 2, BASE_US)], seq=2))
+            assert down.status_code == 503
+            assert down.json()["error"].startswith("store unavailable, retry later")
+            health = httpx.get(f"{proc.url}/v1/health", timeout=60)
+            assert health.status_code == 503 and health.json()["status"] == "unavailable"
+
+            shipper.start()
+            for seq in range(3, 8):
+                shipper.submit(statement("s1", seq, BASE_US + seq))
+            stats = wait_for(lambda: (s := shipper.stats())["last_error"] and s, timeout=90)
+            assert stats and "collector answered 503" in stats["last_error"]
+            assert shipper.stats()["spool_batches"] >= 1
+
+            cluster.start()
+            assert post(proc.url, batch([statement("s1", 2, BASE_US)], seq=2)).status_code == 200
+            done = wait_for(lambda: shipper.stats()["events_sent"] == 5, timeout=90)
+            assert done, shipper.stats()
+        finally:
+            shipper.stop(timeout=30)
+            assert proc.stop() == 0
+        with open_store(url, migrate=False) as store:
+            assert [r["seq"] for r in query.find_statements(store)] == [1, 2, 3, 4, 5, 6, 7]
+    finally:
+        cluster.destroy()

@@ -175,3 +175,14 @@ def test_unreachable_postgresql_is_store_unavailable() -> None:
         open_store(url)
     message = str(caught.value)
     assert "cannot open postgresql store" in message and "secret" not in message
+
+
+def test_new_sqlite_store_is_private_to_the_collector_user(tmp_path: Path) -> None:
+    path = tmp_path / "new-dir" / "collector.db"
+    with open_store(str(path), create=True) as store, store.engine.begin() as conn:
+        conn.execute(schema.agents.insert().values(agent_id="a", first_seen_us=1,
+                                                   last_seen_us=1, last_batch_seq=1))
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    for side in path.parent.glob("collector.db-*"):  # -wal, -shm
+        assert side.stat().st_mode & 0o077 == 0, side

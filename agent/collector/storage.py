@@ -17,6 +17,7 @@ Errors (agent/collector/errors.py): StoreMissing, StoreUnavailable, SchemaTooNew
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -154,7 +155,8 @@ class Store:
 def open_store(location: str, *, create: bool = False, migrate: bool = True) -> Store:
     """Open the store at `location` (path or URL).
 
-    create: a missing SQLite file (and its directory) is created; otherwise StoreMissing.
+    create: a missing SQLite file (mode 0600, and its directory, 0700) is created; otherwise
+        StoreMissing.
     migrate: pending migrations are applied (the collector); otherwise a store that needs them
     raises SchemaTooOld (the read-only query commands). A store newer than this code raises
     SchemaTooNew either way; an unreachable one StoreUnavailable.
@@ -168,9 +170,14 @@ def open_store(location: str, *, create: bool = False, migrate: bool = True) -> 
                 raise StoreMissing(f"no pgwarden store at {path} (the collector creates it; "
                                    "check --store or the config file)")
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                # Audit data: readable by the collector's user only (SQLite gives its -wal and
+                # -shm files the database file's mode).
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                pass
             except OSError as e:
-                raise StoreUnavailable(f"cannot create {path.parent}: {e.strerror}") from None
+                raise StoreUnavailable(f"cannot create {path}: {e.strerror}") from None
         elif path.is_dir():
             raise StoreUnavailable(f"{path} is a directory, not a SQLite store file")
     engine = _engine(url)
