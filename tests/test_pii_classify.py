@@ -9,7 +9,7 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.pii import DEFAULT_METHOD, CLASSES, Finding, assess_column, classify_column
+from agent.pii import CLASSES, DEFAULT_METHOD, Finding, assess_column, classify_column
 from agent.pii.classify import type_family
 
 R = random.Random(7)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import json
 import os
 import sys
@@ -47,15 +46,15 @@ class _RichProgress:
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, \
-            TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
 
         self.bar = Bar(TextColumn("[bold]discover[/] {task.description}"), BarColumn(),
                        MofNCompleteColumn(), TextColumn("columns"), TimeElapsedColumn(),
                        console=Console(stderr=True), transient=True)
         self.task = self.bar.add_task("", total=None)
 
-    def __enter__(self) -> "_RichProgress":
+    def __enter__(self) -> _RichProgress:
         self.bar.start()
         return self
 

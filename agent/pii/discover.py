@@ -27,8 +27,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .classify import (COMPATIBLE, MIN_CONFIDENCE, NEVER_EXAMINED, Finding, assess_column,
-                       type_family)
+from .classify import (
+    COMPATIBLE,
+    MIN_CONFIDENCE,
+    NEVER_EXAMINED,
+    Finding,
+    assess_column,
+    type_family,
+)
 from .names import match_name
 
 DEFAULT_SAMPLE = 100
@@ -176,7 +182,7 @@ def discover(conn: Any, *, schemas: Sequence[str] | None = None, sample: int = D
 
     if sample < 1:
         raise ValueError("sample must be at least 1")
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     with conn.cursor() as cur:
         cur.execute(_COLUMNS_SQL, {"schemas": list(schemas) if schemas else None})
         rows = cur.fetchall()
@@ -216,15 +222,15 @@ def discover(conn: Any, *, schemas: Sequence[str] | None = None, sample: int = D
             assessment = assess_column(c.name, c.data_type, values.get(c.name, ()), table=table,
                                        today=today)
             values.pop(c.name, None)
-            reason = assessment.reason
+            why = assessment.reason
             if c.name in notes:
-                reason = notes[c.name] + (f"; {reason}" if reason else "")
+                why = notes[c.name] + (f"; {why}" if why else "")
             finding = assessment.finding
             if finding is not None and c.name in notes:
                 finding = Finding(finding.pii_class, finding.confidence,
                                   (*finding.evidence, notes[c.name]), finding.sampled)
             result.columns.append(ColumnResult(schema, table, c.name, c.display_type, finding,
-                                               None if finding else reason,
+                                               None if finding else why,
                                                finding.sampled if finding else 0))
             done_columns += 1
             report(t_index, label)

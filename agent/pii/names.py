@@ -9,8 +9,8 @@ into known words when it can be covered entirely (``emailaddress``, ``telefonnum
 column, with three rules that keep modifiers from being mistaken for content:
 
 * the head is the rightmost phrase (``email_verification_token`` holds a token, not an email);
-* a phrase followed by a modifier (``_count``, ``_verified``, ``_at``, ``_hash``, ``_type``, ``_id``,
-  ...) or preceded by ``is_``/``has_``/``nb_`` describes something else (``email_count``,
+* a phrase followed by a modifier (``_count``, ``_verified``, ``_at``, ``_hash``, ``_type``,
+  ``_id``, ...) or preceded by ``is_``/``has_``/``nb_`` describes something else (``email_count``,
   ``phone_verified``, ``is_mobile``) and is dropped;
 * name-like heads (``name``, ``nom``, ``nombre``, ``nome``, ``naam``) are *ambiguous*: a person
   qualifier next to them (``customer_name``, ``nom_client``) makes a person name, a known
@@ -412,7 +412,8 @@ VOCABULARY: frozenset[str] = frozenset(
 _SEGMENT_VOCABULARY = frozenset(
     w for w in VOCABULARY
     if (len(w) >= 3 or w in _SHORT_PIECES)
-    and not (len(w) <= 3 and (w in _TRAILING_STOP or w in _LEADING_STOP) and w not in _SHORT_PIECES))
+    and not (len(w) <= 3 and (w in _TRAILING_STOP or w in _LEADING_STOP)
+             and w not in _SHORT_PIECES))
 
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 

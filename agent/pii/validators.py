@@ -520,7 +520,8 @@ _PASSWORD_HASHES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("pbkdf2 (Django)", r"^pbkdf2_sha(?:1|256|512)\$\d+\$[A-Za-z0-9./+=]+\$[A-Za-z0-9./+=]+$"),
         ("pbkdf2 (passlib)", r"^\$pbkdf2(?:-sha(?:256|512))?\$\d+\$[A-Za-z0-9./+=]+"
                              r"\$[A-Za-z0-9./+=]+$"),
-        ("pbkdf2 (Werkzeug)", r"^pbkdf2:sha(?:1|256|512)(?::\d+)?\$[A-Za-z0-9./+=]+\$[0-9a-f]{40,}$"),
+        ("pbkdf2 (Werkzeug)", r"^pbkdf2:sha(?:1|256|512)(?::\d+)?\$[A-Za-z0-9./+=]+"
+                              r"\$[0-9a-f]{40,}$"),
         ("md5-crypt", r"^\$(?:1|apr1)\$[./A-Za-z0-9]{1,8}\$[./A-Za-z0-9]{22}$"),
         ("sha256-crypt", r"^\$5\$(?:rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{43}$"),
         ("sha512-crypt", r"^\$6\$(?:rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{86}$"),
