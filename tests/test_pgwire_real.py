@@ -471,3 +471,83 @@ def test_wrong_password_is_a_fatal_session_end(auth_cluster: PgCluster) -> None:
     end = recs[-1]
     assert isinstance(end, SessionEnd) and (end.reason, end.sqlstate) == ("error", "28P01")
     assert "wrong-Guess" not in repr(recs)
+
+
+# -- attach mid-session, lost chunks: on real recordings --------------------------------------
+
+
+def _frontend_executes(chunks: list[tuple[int, bytes]]) -> int:
+    """Execute messages in a frontend stream that starts at a message boundary."""
+    from agent.pgwire.decoder import StreamDecoder
+    from agent.pgwire.messages import Execute
+
+    dec = StreamDecoder(frontend=True, startup=False)
+    return sum(isinstance(x, Execute) for d, c in chunks if d == 0 for x in dec.feed(c))
+
+
+@pytest.mark.parametrize("mode", ["prepared", "simple"])
+def test_attach_mid_session_to_real_pgbench(pg_cluster: PgCluster, relay: Relay, bench_db: str,
+                                            mode: str) -> None:
+    _pgbench(relay, bench_db, "-M", mode, "-S", "-t", "200")
+    rec = max(relay.wait_closed(), key=lambda r: len(r.chunks))
+    fe_idx = [i for i, (d, _) in enumerate(rec.chunks) if d == 0]
+    attach = fe_idx[len(fe_idx) // 3]  # the agent starts here: offsets restart at 0
+    rest = rec.chunks[attach:]
+    conn = Connection(mid_session=True)
+    recs = replay(rest, conn=conn)
+    assert isinstance(recs[0], Gap) and recs[0].reason == "mid_session"
+    st = statements(recs)
+    expected = _frontend_executes(rest) if mode == "prepared" else \
+        sum(1 for d, c in rest if d == 0 and c[:1] == b"Q")
+    assert len(st) == expected > 100
+    assert {(s.command_tag, s.rows, s.rows_sent, s.txn_status) for s in st} == \
+        {("SELECT", 1, 1, "I")}
+    if mode == "prepared":  # its Parse happened before the attach: reported, never dropped
+        assert {(s.text, s.flags) for s in st} == {(None, 1)}
+        assert len({s.statement_name for s in st}) == 1 and {s.param_count for s in st} == {1}
+    else:
+        assert all(s.flags == 0 and s.text.startswith("SELECT abalance") for s in st)
+    assert conn.decode_errors == 0 and conn.backend_pid is None  # BackendKeyData was before
+
+
+def test_losing_any_one_chunk_of_a_real_session(pg_cluster: PgCluster, relay: Relay) -> None:
+    with psycopg.connect(relay_dsn(relay), autocommit=True) as c:
+        c.execute("drop table if exists relay_loss; create table relay_loss (id int, v text)")
+        for i in range(4):
+            c.execute("insert into relay_loss select g, repeat('v', 300) "
+                      "from generate_series(1, %s) g", (200 * (i + 1),))
+            c.execute("select * from relay_loss where id <= %s", (100 * i,)).fetchall()
+            c.execute(f"update relay_loss set v = 'u{i}' where id = {i}")
+        for i in range(3):
+            c.execute("select %s::int * 2", (i,))
+    rec = one_session(relay)
+    full = statements(replay(rec.chunks))
+    assert len(full) == 2 + 4 * 3 + 3
+
+    def key(s: Any) -> tuple[Any, ...]:
+        return (s.text, s.command_tag, s.rows, s.sqlstate, s.flags)
+
+    first_query = next(i for i, (d, c) in enumerate(rec.chunks) if d == 0 and c[:1] == b"Q")
+    for lost in range(first_query, len(rec.chunks) - 1):
+        pos = [0, 0]
+        conn = Connection()
+        for ts, (d, c) in enumerate(rec.chunks):
+            if ts != lost:
+                conn.feed(d, pos[d], c, ts)
+            pos[d] += len(c)
+        conn.close(10**6)
+        recs = conn.take_records()
+        got = statements(recs)
+        assert conn.decode_errors == 0
+        gaps = [(g.reason, g.bytes) for g in recs if isinstance(g, Gap)]
+        if any(d == rec.chunks[lost][0] for d, _ in rec.chunks[lost + 1:]):
+            assert gaps[0] == ("dropped", len(rec.chunks[lost][1]))
+        else:  # nothing follows in that direction: a loss at the very end is not visible
+            assert not gaps
+        # Everything answered before the loss is intact, and so is everything requested from
+        # the round trip after the one that lost a chunk (ts = chunk index + 1 in replay).
+        before = sum(1 for s in full if s.ts_end_ns is not None and s.ts_end_ns < lost)
+        assert [key(s) for s in got[:before]] == [key(s) for s in full[:before]]
+        after = [s for s in full if s.ts_start_ns - 1 > lost + 1]
+        assert after or lost >= len(rec.chunks) - 4
+        assert [key(s) for s in got[len(got) - len(after):]] == [key(s) for s in after], lost

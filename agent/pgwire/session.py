@@ -99,7 +99,9 @@ _TERMINATORS = (OP_QUERY, OP_SYNC, OP_FCALL)  # answered by ReadyForQuery
 # Query op (a list): [OP_QUERY, statements, text, opno, answered, failed, mismatch]
 Q_STMTS, Q_TEXT, Q_OPNO, Q_IDX, Q_FAILED, Q_MISMATCH = 1, 2, 3, 4, 5, 6
 
-_SYNC_OP = (OP_SYNC,)
+_FIRST_RESPONSE = {OP_PARSE: 49, OP_BIND: 50, OP_CLOSE: 51, OP_SYNC: 90, OP_FCALL: 86}
+_FIRST_EXECUTE = frozenset(b"CIsGHW")  # not DataRow: rows before it may have been lost
+_FIRST_QUERY_RESPONSES = frozenset(b"TCIGHW")
 _PHASES = {OP_PARSE: "parse", OP_BIND: "bind", OP_DESCRIBE: "describe", OP_CLOSE: "close"}
 _STARTUP_HEAD = struct.Struct(">iI")
 _STATUS = {73: "I", 84: "T", 69: "E"}
@@ -159,6 +161,16 @@ def _split(sql: str) -> tuple[str, ...]:
     except Exception:  # pglast.parser.ParseError, or anything libpg_query raises
         return (sql,)
     return parts if parts else (sql,)
+
+
+def _request_ts(op: Any) -> Any:
+    """The frontend chunk timestamp of a terminator op (Query, Sync, FunctionCall)."""
+    k = op[0]
+    if k == OP_SYNC:
+        return op[1]
+    if k == OP_QUERY:
+        return op[1][0].ts_start_ns
+    return op[1].ts_start_ns
 
 
 def _one_statement(text: str) -> bool:
@@ -454,6 +466,9 @@ class Connection:
         st.skip = 0
         st.resync_flag = flag
         self.desyncs += 1
+        # Until a group completes cleanly again, a new frontend chunk closes groups still
+        # pending: the server answered them before reading it (see _close_stale_groups).
+        self._suspect = True
         if st.direction == BACKEND and flag:
             self._flag_head(TRUNCATED)
 
@@ -476,12 +491,14 @@ class Connection:
         return len(data)
 
     def _be_resync(self, st: _Stream, data: bytes, ts: int, fresh: bool) -> int:
+        self._close_answered_groups()
         if (fresh and not st.buf and self._groups_pending() <= 1
                 and backend_chain_ends_ready(data, 0, len(data))):
-            # A whole response chain: it answers the (only) pending group.
+            # A whole response chain: it answers the (only) pending group. If it does not start
+            # with that group's first response, its beginning was lost.
             self._resynced(st, ts)
             self._suspect = True
-            if st.resync_flag:
+            if st.resync_flag and not self._starts_response(data[0]):
                 self._flag_head(TRUNCATED)
             return 0
         carry = len(st.buf)
@@ -506,8 +523,41 @@ class Connection:
         self._ready(b[i + 5], ts)
         return i + 6 - carry
 
+    def _starts_response(self, t: int) -> bool:
+        """Can backend message type `t` be the first response to the head operation?"""
+        pending = self._pending
+        if not pending:
+            return False
+        k = pending[0][0]
+        if t == 69 or t == 78 or t == 83 or t == 65:  # ErrorResponse, Notice, ParameterStatus...
+            return True
+        if k == OP_QUERY:
+            return pending[0][Q_IDX] == 0 and t in _FIRST_QUERY_RESPONSES
+        if k == OP_DESCRIBE:
+            return t == 116 or t == 84 or t == 110  # ParameterDescription, RowDescription, NoData
+        return t == _FIRST_RESPONSE.get(k, -1) or (k == OP_EXECUTE and t in _FIRST_EXECUTE)
+
     def _groups_pending(self) -> int:
         return sum(1 for op in self._pending if op[0] in _TERMINATORS)
+
+    def _close_answered_groups(self) -> None:
+        """Backend resync: groups requested by an earlier frontend chunk than the newest group
+        were answered before the backend read that chunk (it reads only when its input is
+        exhausted, and flushes at ReadyForQuery), so the bytes being resynchronised on
+        cannot belong to them: close them as truncated, leaving the newest chunk's groups."""
+        pending = self._pending
+        terms = [(i, _request_ts(op)) for i, op in enumerate(pending) if op[0] in _TERMINATORS]
+        if len(terms) < 2:
+            return
+        newest = terms[-1][1]
+        stale = [i for i, t in terms if t != newest]
+        if not stale:
+            return
+        done = self._done
+        for _ in range(stale[-1] + 1):
+            self._close_op(pending.popleft(), TRUNCATED, done)
+        self._batch_error = None
+        self._emit_done()
 
     def _go_encrypted(self, ts: int, direction: int) -> None:
         if not self._encrypted:
@@ -775,7 +825,7 @@ class Connection:
         if not self._batch_open:  # a lone Sync is an (empty) batch of its own
             self._qseq += 1
         self._batch_open = False
-        self._pending.append(_SYNC_OP)
+        self._pending.append((OP_SYNC, ts))
 
     def _fe_close(self, b: bytes | bytearray, s: int, e: int, ts: int) -> None:
         kind = b[s]
