@@ -176,7 +176,11 @@ def discover(conn: Any, *, schemas: Sequence[str] | None = None, sample: int = D
              today: dt.date | None = None) -> Discovery:
     """Classify every user column of the database `conn` (a psycopg 3 connection) is
     connected to; see the module docstring for what is read. Raises psycopg.Error only when
-    the catalog itself cannot be read; per-table failures are recorded in ``skipped``."""
+    the catalog itself cannot be read; per-table failures are recorded in ``skipped``.
+
+    Prefer an autocommit connection (the CLI's): each table is then sampled in its own short
+    transaction. In a connection with an open transaction, tables are sampled in savepoints
+    and the timeouts set for sampling last until that transaction ends."""
     import psycopg
     from psycopg import sql
 
