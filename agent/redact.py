@@ -121,10 +121,24 @@ class Redactor:
         except Exception:  # pglast.parser.ParseError
             pass
         try:
-            return list(_pg.split(sql, with_parser=False))
+            tokens = _pg.scan(sql)
         except Exception:
             stripped = sql.strip()
             return [stripped] if stripped else []
+        # pglast's own scanner split drops pieces it cannot classify: split on ';' tokens
+        # outside parentheses ourselves.
+        parts: list[str] = []
+        start = depth = 0
+        for tok in tokens:
+            if tok.name == "ASCII_40":
+                depth += 1
+            elif tok.name == "ASCII_41":
+                depth = max(0, depth - 1)
+            elif tok.name == "ASCII_59" and depth == 0:
+                parts.append(sql[start:tok.start])
+                start = tok.end + 1
+        parts.append(sql[start:])
+        return [p.strip() for p in parts if p.strip()]
 
     @staticmethod
     def _normalize(sql: str) -> str:
