@@ -41,7 +41,7 @@ def on_write(plpy: Any, GD: dict[str, Any], relid: int, op: str, nrows: int, cur
     rules = st.rules(rel.protect)
     if rules is None:
         return None
-    st.txn_rows[relid] = total = st.txn_rows.get(relid, 0) + nrows
+    st.txn_rows[rel.root] = total = st.txn_rows.get(rel.root, 0) + nrows
     ev = Event(op, KIND_NAMES.get(rel.kind, "table"), rel.schema, rel.name, "", query, cur_user,
                nrows, rel.protect, rules.principal)
     opaque = False
@@ -84,7 +84,9 @@ def where_verdict(plpy: Any, st: Any, rel: Any, op: str, nested: bool,
         text = _prepared_text(plpy, name)
         inner = st.summary(text) if text is not None else Summary(opaque=(f"EXECUTE {name}",))
         writes += inner.writes
-        opaque += list(inner.opaque) + [f"nested EXECUTE {n}" for n in inner.executes]
+        # SQL-level PREPARE keeps the whole client string, which may name the same EXECUTEs
+        opaque += list(inner.opaque) + [f"nested EXECUTE {n}" for n in inner.executes
+                                        if n not in summ.executes]
         calls |= inner.calls
     if any((w.schema, w.table) != (rel.schema, rel.name) for w in writes):
         for schema, table, pop in st.fk_ancestors(plpy, rel.relid, op):

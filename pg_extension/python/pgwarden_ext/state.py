@@ -7,7 +7,8 @@ What is cached, and when it is refreshed:
   policy applied by another session takes effect at this session's next transaction. The epoch
   is bumped whenever the set or the names of guarded objects change (auto-guard, rename, drop);
 * the session (session_user, attested identity, group memberships): once per transaction;
-* per-transaction row counts per relation (rule ``max_rows``, ``transaction`` limit), reset when
+* per-transaction row counts per relation, partitions adding up in their partitioned table
+  (rule ``max_rows``, ``transaction`` limit), reset when
   the top-level transaction id changes; savepoint rollbacks do not un-count (fail strict);
 * statement summaries, by exact text and by literal-free normalized text (bounded LRU).
 
@@ -38,6 +39,7 @@ class Relation:
     name: str
     kind: str  # pg_class.relkind
     protect: str
+    root: int  # the partition tree's root (itself if not a partition): row counts add up there
 
     @property
     def qualified(self) -> str:
@@ -106,10 +108,13 @@ class State:
             self.compiled = Compiled(json.loads(row["doc"]))
             self.sha256 = row["sha256"]
         self.relations = {
-            r["relid"]: Relation(r["relid"], r["nspname"], r["relname"], r["relkind"], r["protect"])
+            r["relid"]: Relation(r["relid"], r["nspname"], r["relname"], r["relkind"], r["protect"],
+                                 r["root"])
             for r in plpy.execute(
                 "SELECT p.objid::bigint AS relid, n.nspname::text, c.relname::text,"
-                " c.relkind::text, p.protect FROM pgwarden.protected p"
+                " c.relkind::text, p.protect,"
+                " coalesce(pg_catalog.pg_partition_root(c.oid), c.oid)::bigint AS root"
+                " FROM pgwarden.protected p"
                 " JOIN pg_catalog.pg_class c ON c.oid = p.objid"
                 " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE p.classid = 'pg_catalog.pg_class'::pg_catalog.regclass")}
