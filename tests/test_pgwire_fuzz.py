@@ -108,7 +108,8 @@ def cut_chunks(chunks: list[tuple[int, bytes]], cuts: list[int]) -> list[tuple[i
     """Re-cut each chunk at the given relative points (order and directions kept)."""
     out = []
     for i, (d, c) in enumerate(chunks):
-        points = sorted({(cuts[(i + j) % len(cuts)] % (len(c) + 1)) for j in range(3)} | {0, len(c)})
+        points = sorted({cuts[(i + j) % len(cuts)] % (len(c) + 1) for j in range(3)}
+                        | {0, len(c)})
         out += [(d, c[a:b]) for a, b in zip(points, points[1:]) if b > a]
     return out
 

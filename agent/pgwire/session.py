@@ -24,7 +24,14 @@ Design (reference/ebpf-capture.md sections (e), (g), 11):
   skips the message. SQL PREPARE / DEALLOCATE / DISCARD ALL are applied from their command tags.
 - Ordering assumption: frontend and backend chunks are fed in the order the backend process
   read and wrote them (one ring buffer per host keeps it). Then, when a response arrives, the
-  FIFO holds exactly what the backend had read.
+  FIFO holds exactly what the backend had read; and since a backend reads only when its input
+  is exhausted and flushes at ReadyForQuery, when a frontend chunk arrives every group read
+  before it has been answered. After capture loss this causal order heals the FIFO: groups
+  older than the newest request are closed (truncated) instead of being given responses that
+  are not theirs, an answer for which no request is pending shows the frontend framing is
+  wrong (resync there), and a backend still "inside a message" when a new request arrives
+  after a resync is resynchronised. Statements are flagged, never silently dropped; a
+  response whose request was lost is reported as protocol "unknown" with text None.
 
 Hot path (pgbench select-only: one Query chunk, one T/D/C/Z chunk, ~50k/s): a chunk made of
 complete messages is parsed straight from the caller's bytes (no buffer copy), type bytes are
@@ -52,6 +59,7 @@ from agent.pgwire.decoder import (
     BACKEND_MIN,
     FRONTEND_MAX,
     FRONTEND_MIN,
+    GIB,
     HEADER,
     INT16,
     INT32,
@@ -276,27 +284,23 @@ class Connection:
              ts_ns: int) -> None:
         """Decode `data`, the bytes at stream offset `pos` of `direction` (FRONTEND/BACKEND)."""
         try:
-            if direction == BACKEND:
-                st = self._be
-            else:
-                st = self._fe
-                if self._suspect:
-                    self._close_stale_groups()
+            st = self._be if direction == BACKEND else self._fe
             n = len(data)
             if not n:
                 return
             exp = st.pos
+            if pos != exp and pos < exp:  # overlap: bytes already seen
+                cut = exp - pos
+                if cut >= n:
+                    return
+                data = data[cut:]
+                n -= cut
+                pos = exp
+            if self._suspect and direction != BACKEND:
+                self._close_stale_groups()
             if pos != exp:
-                if pos < exp:  # overlap: bytes already seen
-                    cut = exp - pos
-                    if cut >= n:
-                        return
-                    data = data[cut:]
-                    n -= cut
-                    pos = exp
-                else:
-                    st.pos = pos + n
-                    self._gap(st, pos - exp, ts_ns)
+                st.pos = pos + n
+                self._gap(st, pos - exp, ts_ns)
             st.pos = pos + n
             if type(data) is not bytes:
                 data = bytes(data)
@@ -650,6 +654,7 @@ class Connection:
         hi = FRONTEND_MAX
         hdr = HEADER.unpack_from
         handlers = _FE_HANDLERS
+        i32 = INT32.unpack_from
         while end - off >= 5:
             t, ln = hdr(b, off)
             if ln < lo[t] or ln > hi[t]:
@@ -657,19 +662,26 @@ class Connection:
                 self._enter_desync(st, 0, keep_buf=True)
                 return end
             mend = off + 1 + ln
-            if mend > end:
-                if t == 100:  # CopyData: never buffered
+            if t == 100:  # CopyData (COPY FROM STDIN): skipped by length, a run in one go
+                while mend <= end - 5 and b[mend] == 100:
+                    ln = i32(b, mend + 1)[0]
+                    if ln < 4 or ln > GIB:
+                        break  # the outer loop reports it
+                    mend += 1 + ln
+                if mend > end:
                     st.skip = mend - end
                     return end
+                off = mend
+                continue
+            if mend > end:
                 if ln >= MESSAGE_CAP and end - off >= MESSAGE_CAP:
                     self._handle_partial(st, t, b, off, end, ts)
                     st.skip = mend - end
                     return end
                 return off
-            if t != 100:
-                handlers[t](self, b, off + 5, mend, ts)
-                if st.mode != NORMAL:
-                    return mend
+            handlers[t](self, b, off + 5, mend, ts)
+            if st.mode != NORMAL:
+                return mend
             off = mend
         if len(self._pending) > MAX_PENDING:
             self._pending_overflow()
@@ -731,7 +743,8 @@ class Connection:
         stmts[name] = entry
         if len(stmts) > MAX_PREPARED:
             del stmts[next(iter(stmts))]
-        self._pending.append((OP_PARSE, name, entry, prev, ts, (self._qseq if self._batch_open else self._open_batch())))
+        qseq = self._qseq if self._batch_open else self._open_batch()
+        self._pending.append((OP_PARSE, name, entry, prev, ts, qseq))
 
     def _fe_bind(self, b: bytes | bytearray, s: int, e: int, ts: int) -> None:
         portal, p = self._name(b, s, e)
@@ -774,7 +787,8 @@ class Connection:
         portals[portal] = pentry
         if len(portals) > MAX_PREPARED:
             del portals[next(iter(portals))]
-        self._pending.append((OP_BIND, portal, pentry, prev, ts, (self._qseq if self._batch_open else self._open_batch())))
+        qseq = self._qseq if self._batch_open else self._open_batch()
+        self._pending.append((OP_BIND, portal, pentry, prev, ts, qseq))
 
     def _param_values(self, b: bytes | bytearray, o: int, e: int, formats: tuple[int, ...],
                       n: int) -> tuple[str | None, ...]:
@@ -803,7 +817,8 @@ class Connection:
 
     def _fe_describe(self, b: bytes | bytearray, s: int, e: int, ts: int) -> None:
         name, _ = self._name(b, s + 1, e)
-        self._pending.append((OP_DESCRIBE, b[s], name, ts, (self._qseq if self._batch_open else self._open_batch())))
+        qseq = self._qseq if self._batch_open else self._open_batch()
+        self._pending.append((OP_DESCRIBE, b[s], name, ts, qseq))
 
     def _fe_execute(self, b: bytes | bytearray, s: int, e: int, ts: int) -> None:
         portal, _ = self._name(b, s, e)
@@ -832,7 +847,8 @@ class Connection:
         name, _ = self._name(b, s + 1, e)
         table = self._stmts if kind == 0x53 else self._portals
         removed = table.pop(name, None)
-        self._pending.append((OP_CLOSE, kind, name, removed, ts, (self._qseq if self._batch_open else self._open_batch())))
+        qseq = self._qseq if self._batch_open else self._open_batch()
+        self._pending.append((OP_CLOSE, kind, name, removed, ts, qseq))
 
     def _fe_terminate(self, b: bytes | bytearray, s: int, e: int, ts: int) -> None:
         self._terminated = True
@@ -866,14 +882,23 @@ class Connection:
         hdr = HEADER.unpack_from
         handlers = _BE_HANDLERS
         pending = self._pending
+        i32 = INT32.unpack_from
         while end - off >= 5:
             t, ln = hdr(b, off)
             if ln < lo[t] or ln > hi[t]:
                 self._enter_desync(st, 0, keep_buf=True)
                 return off
             mend = off + 1 + ln
-            if t == 68:  # DataRow: count, never parse, never buffer
-                self._rows += 1
+            if t == 68:  # DataRow: count, never parse, never buffer; a run of them in one go
+                rows = self._rows + 1
+                while mend <= end - 5 and b[mend] == 68:
+                    ln = i32(b, mend + 1)[0]
+                    if ln < 6 or ln > GIB:
+                        break  # the outer loop reports it
+                    off = mend
+                    mend = off + 1 + ln
+                    rows += 1
+                self._rows = rows
                 if mend > end:
                     st.skip = mend - end
                     return end
@@ -959,7 +984,7 @@ class Connection:
         reads the same bytes, has already acted on what follows. Resynchronise there."""
         fe = self._fe
         if fe.mode == NORMAL and (fe.buf or fe.skip) and not self._copy_active:
-            fe.lost += len(fe.buf) + fe.skip
+            fe.lost += len(fe.buf)  # what follows is counted as it is skipped
             self._enter_desync(fe, 0)
 
     def _close_stale_groups(self) -> None:
@@ -979,7 +1004,7 @@ class Connection:
             return
         be = self._be
         if be.mode == NORMAL and (be.buf or be.skip):
-            be.lost += len(be.buf) + be.skip
+            be.lost += len(be.buf)
             self._enter_desync(be, 0)
         done = self._done
         for _ in range(last + 1):
@@ -1442,7 +1467,8 @@ _BE_HANDLERS = _handler_table({
     ord("E"): C._be_error, ord("I"): C._be_empty_query, ord("s"): C._be_portal_suspended,
     ord("T"): C._be_row_description, ord("n"): C._be_no_data, ord("1"): C._be_parse_complete,
     ord("2"): C._be_bind_complete, ord("3"): C._be_close_complete, ord("G"): C._be_copy_in,
-    ord("W"): C._be_copy_both, ord("V"): C._be_function_call_response, ord("R"): C._be_authentication,
+    ord("W"): C._be_copy_both, ord("V"): C._be_function_call_response,
+    ord("R"): C._be_authentication,
     ord("K"): C._be_key_data, ord("S"): C._be_parameter_status, ord("v"): C._be_negotiate,
 }, C._be_ignore)
 del C
