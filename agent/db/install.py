@@ -155,14 +155,16 @@ def status(dsn: str) -> dict[str, Any]:
 # -- steps ----------------------------------------------------------------------------------
 
 def _server(conn: psycopg.Connection) -> dict[str, Any]:
+    user, superuser = conn.execute(
+        "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if not superuser:
+        raise InstallError(f"pgwarden db install must connect as a superuser; {user} is not")
     row = conn.execute(
         "SELECT current_setting('server_version_num')::int / 10000, current_database(),"
         " current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),"
         " split_part(current_setting('unix_socket_directories'), ',', 1),"
         " current_setting('port')").fetchone()
-    major, db, user, superuser, socket, port = row
-    if not superuser:
-        raise InstallError(f"pgwarden db install must connect as a superuser; {user} is not")
+    major, db, user, _, socket, port = row
     return {"major": major, "db": db, "user": user, "socket": socket.strip(), "port": port}
 
 

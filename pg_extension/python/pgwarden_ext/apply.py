@@ -183,9 +183,8 @@ def _diff(plpy: Any, GD: dict[str, Any], new: Compiled) -> tuple[list[dict[str, 
             out.append(_change("+", what, b.identity, f"protect {b.protect} ({b.via})"))
         elif b is None:
             out.append(_change("-", what, a.identity, f"protect {a.protect}"))
-        elif (a.protect, a.via) != (b.protect, b.via):
-            out.append(_change("~", what, b.identity, f"protect {a.protect} ({a.via}) -> "
-                               f"{b.protect} ({b.via})"))
+        elif a.protect != b.protect:  # how it came to be guarded (via) is not a change
+            out.append(_change("~", what, b.identity, f"protect {a.protect} -> {b.protect}"))
     for relid in sorted(set(have_cols) | set(want_cols)):
         a, b = have_cols.get(relid, {}), want_cols.get(relid, {})
         rel = (want.get(("pg_class", relid)) or have.get(("pg_class", relid)))
