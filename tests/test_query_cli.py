@@ -138,6 +138,8 @@ def test_json_has_the_documented_fields(store: str, env: dict[str, str]) -> None
     assert first["tables"] == ["public.orders"] and first["flags"] == []
     assert first["client_systemd_unit"] == "checkout.service" and first["client_uid"] == 1000
     assert first["ts_us"] == BASE_US + S and first["seq"] == 1 and first["txn_status"] == "I"
+    assert (first["capture_source"], first["protocol_version"], first["tls"]) == (
+        "secure_rw", "3.0", False)
     blocked = rows[3]
     assert (blocked["sqlstate"], blocked["rule"], blocked["flags"]) == (
         "PW001", "no_delete_without_where", ["blocked"])

@@ -45,7 +45,9 @@ _SESSION_FIELDS_OF_STATEMENT = (
     "client_pid", "client_exe")
 _SESSION_EXTRA_OF_STATEMENT = (
     "client_uid", "client_user", "client_cmdline", "client_comm", "client_cgroup",
-    "client_systemd_unit", "client_container_id", "identity_source", "transport", "tls")
+    "client_systemd_unit", "client_container_id", "identity_source", "transport", "tls",
+    "backend_start_us", "startup_params", "protocol_version", "attached_mid_session",
+    "capture_source")
 _STATEMENT_LEADING = ("protocol", "statement", "fingerprint", "command_tag", "rows", "sqlstate")
 _STATEMENT_TRAILING = (
     "seq", "query_seq", "ts_us", "statement_raw", "statement_name", "portal", "error_message",
