@@ -371,3 +371,4 @@ def test_executable_exit_codes(tmp_path: Path, run: Any) -> None:
     for command in ("sessions", "session", "statements"):
         helped = run(command, "--help")
         assert helped.returncode == 0 and "--store" in helped.stdout and "--json" in helped.stdout
+        assert "Exit status" in helped.stdout and "Example" in helped.stdout

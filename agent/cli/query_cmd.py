@@ -156,6 +156,9 @@ def sessions(user: str | None, database: str | None, client_exe: str | None, sin
     from which client process and service (as attested by the agent), when, and how it
     ended. --since/--until apply to the session's start.
 
+    Exit status: 0 on success, also when nothing matches; 1 when the store is missing
+    or unreachable; 2 for usage errors.
+
     \b
     Examples:
       pgwarden sessions --since 1h
@@ -194,6 +197,9 @@ def session(session_id: str, limit: int | None, as_json: bool, store: str | None
     With --json, the first line is the session ({"kind": "session", ...}) and each further
     line one timeline entry ({"kind": "statement" | "gap" | "cancel" | "session.started" |
     "session.ended", ...}). An unknown ID prints a message on stderr and exits 0.
+
+    Exit status: 0 on success, also when nothing matches; 1 when the store is missing
+    or unreachable; 2 for usage errors.
 
     \b
     Example:
@@ -253,6 +259,10 @@ def statements(user: str | None, database: str | None, client_exe: str | None,
     session_id, backend_pid, user, database, application_name, client_addr, client_port,
     client_pid, client_exe, protocol, statement, fingerprint, command_tag, rows, sqlstate,
     started_at (UTC, microseconds), duration_us, tables, flags and every other stored field.
+    --since/--until apply to the time the backend read the statement.
+
+    Exit status: 0 on success, also when nothing matches; 1 when the store is missing
+    or unreachable; 2 for usage errors.
 
     \b
     Examples:
