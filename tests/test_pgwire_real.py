@@ -551,3 +551,42 @@ def test_losing_any_one_chunk_of_a_real_session(pg_cluster: PgCluster, relay: Re
         after = [s for s in full if s.ts_start_ns - 1 > lost + 1]
         assert after or lost >= len(rec.chunks) - 4
         assert [key(s) for s in got[len(got) - len(after):]] == [key(s) for s in after], lost
+
+
+# -- fast-path FunctionCall (libpq large objects), notifications, protocol negotiation --------
+
+
+def test_psql_large_object_uses_function_calls(pg_cluster: PgCluster, relay: Relay,
+                                               tmp_path: Path) -> None:
+    payload = tmp_path / "lo.bin"
+    payload.write_bytes(b"large object payload " * 500)
+    payload.chmod(0o644)
+    p = run_psql(relay, "-v", "ON_ERROR_STOP=1", check=True, stdin="\n".join([
+        f"\\lo_import {payload}",
+        "select count(*) from pg_largeobject_metadata;",
+        "listen relay_chan;",
+        "notify relay_chan, 'hello';",
+        "select 1;",
+    ]))
+    assert "lo_import" in p.stdout
+    conn, recs = decode(one_session(relay))
+    st = statements(recs)
+    calls = [s for s in st if s.protocol == "function_call"]
+    assert calls and all(s.function_oid and s.sqlstate is None and s.ts_end_ns for s in calls)
+    assert "object payload" not in repr(recs)  # FunctionCall arguments are never kept
+    logged = [m for sev, m in server_log(pg_cluster, conn.backend_pid)
+              if sev == "LOG" and m.startswith("fastpath function call")]
+    assert len(logged) == len(calls)
+    assert_matches_server_log(pg_cluster, conn, recs)
+
+
+def test_protocol_version_negotiation(pg_cluster: PgCluster, relay: Relay) -> None:
+    if psycopg.pq.version() < 180000:
+        pytest.skip("libpq < 18 cannot ask for protocol 3.2")
+    with psycopg.connect(relay_dsn(relay, max_protocol_version="3.2"), autocommit=True) as c:
+        assert c.execute("select 42").fetchone() == (42,)
+    conn, recs = decode(one_session(relay))
+    info = [r for r in recs if isinstance(r, StartupInfo)][0]
+    assert info.protocol_version == "3.2"
+    assert conn.negotiated_version == 196608  # PostgreSQL 15 speaks 3.0
+    assert [s.text for s in statements(recs)] == ["select 42"]

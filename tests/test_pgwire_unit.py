@@ -927,3 +927,28 @@ def test_no_exception_escapes_on_nonsense_arguments() -> None:
     conn.close(1)
     conn.close(2)
     conn.take_records()
+
+
+def test_statement_map_is_bounded_in_entries_and_text() -> None:
+    from agent.pgwire import session
+
+    conn = Connection()
+    replay(STARTUP, conn=conn, close=False)
+    pos = [len(STARTUP[0][1]), len(STARTUP[1][1])]
+    big = "select '" + "x" * 500_000 + "'"
+    for i in range(40):  # 40 x 0.5 MB of prepared statements: the oldest are forgotten
+        chunk = m.parse(f"s{i}", big) + m.sync()
+        conn.feed(F, pos[0], chunk, i)
+        pos[0] += len(chunk)
+        resp = m.parse_complete() + m.ready_for_query("I")
+        conn.feed(B, pos[1], resp, i)
+        pos[1] += len(resp)
+    kept = conn.statement_map
+    assert sum(len(t or "") for t in kept.values()) <= session.MAX_PREPARED_CHARS
+    assert "s39" in kept and "s0" not in kept
+    chunk = m.bind("", "s0") + m.execute() + m.sync()
+    conn.feed(F, pos[0], chunk, 100)
+    conn.feed(B, pos[1], m.bind_complete() + m.command_complete("SELECT 1")
+              + m.ready_for_query("I"), 101)
+    st = statements(conn.take_records())
+    assert (st[-1].text, st[-1].flags) == (None, UNKNOWN_STATEMENT)

@@ -116,10 +116,11 @@ _STATUS = {73: "I", 84: "T", 69: "E"}
 
 # Bounds on per-connection state.
 MAX_PREPARED = 10000  # statement map / portal map entries kept (oldest evicted)
+MAX_PREPARED_CHARS = 8 << 20  # and at most this much SQL text in the statement map
 MAX_PENDING = 100000  # operations waiting for a response (oldest closed as truncated)
 MAX_DONE = 10000  # answered statements waiting for their ReadyForQuery
 MAX_PARAM_CHARS = 1024  # per captured bind value (capture_params=True only)
-MAX_TAG_CACHE = 4096
+MAX_TAG_CACHE = 256  # distinct command tags remembered per connection
 
 # Command-tag side effects on the statement map.
 _TAG_DEALLOCATE, _TAG_DISCARD_ALL, _TAG_PREPARE = 1, 2, 3
@@ -235,7 +236,7 @@ class Connection:
         "_split", "_fe", "_be", "_records", "_pending", "_done", "_stmts", "_portals",
         "_rows", "_qseq", "_batch_open", "_opno", "_seq", "_batch_error", "_tags", "_enc",
         "_trunc", "_tls", "_gss", "_cancel", "_terminated", "_ended", "_copy_in_ext",
-        "_mid_gap", "_encrypted", "_suspect", "_copy_active",
+        "_mid_gap", "_encrypted", "_suspect", "_copy_active", "_stmt_chars",
     )
 
     def __init__(self, capture_params: bool = False, mid_session: bool = False,
@@ -277,6 +278,7 @@ class Connection:
         self._encrypted = False
         self._suspect = False  # after a frontend resync: unanswered groups are stale
         self._copy_active = False  # COPY IN/BOTH: the backend reads while a group is pending
+        self._stmt_chars = 0  # SQL text added to the statement map since the last recount
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -741,8 +743,9 @@ class Connection:
         stmts = self._stmts
         prev = stmts.get(name)
         stmts[name] = entry
-        if len(stmts) > MAX_PREPARED:
-            del stmts[next(iter(stmts))]
+        self._stmt_chars += len(text)
+        if len(stmts) > MAX_PREPARED or self._stmt_chars > MAX_PREPARED_CHARS:
+            self._evict_statements()
         qseq = self._qseq if self._batch_open else self._open_batch()
         self._pending.append((OP_PARSE, name, entry, prev, ts, qseq))
 
@@ -789,6 +792,16 @@ class Connection:
             del portals[next(iter(portals))]
         qseq = self._qseq if self._batch_open else self._open_batch()
         self._pending.append((OP_BIND, portal, pentry, prev, ts, qseq))
+
+    def _evict_statements(self) -> None:
+        """Bounded memory: forget the oldest prepared statements (a later Bind of one of them
+        is reported as UNKNOWN_STATEMENT) until the map is within its bounds."""
+        stmts = self._stmts
+        total = sum(len(v[1] or "") for v in stmts.values())
+        while stmts and (len(stmts) > MAX_PREPARED or total > MAX_PREPARED_CHARS):
+            oldest = next(iter(stmts))
+            total -= len(stmts.pop(oldest)[1] or "")
+        self._stmt_chars = total
 
     def _param_values(self, b: bytes | bytearray, o: int, e: int, formats: tuple[int, ...],
                       n: int) -> tuple[str | None, ...]:
