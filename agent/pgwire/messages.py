@@ -382,7 +382,8 @@ def split_command_tag(tag: str) -> tuple[str, int | None]:
 
 @dataclass(frozen=True, slots=True)
 class CopyResponseBase:
-    """Byte1... see the subclasses."""
+    """The shared layout of CopyInResponse, CopyOutResponse and CopyBothResponse (not a
+    protocol message itself)."""
 
     format: int  # 0 text, 1 binary (overall)
     column_formats: tuple[int, ...]
