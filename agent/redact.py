@@ -173,7 +173,6 @@ def scrub(text: str) -> str:
 def _rebuild(text: str, tokens: list[_pg.Token]) -> str:
     n = max((int(x) for x in _PARAM_RE.findall(text)), default=0)
     out: list[str] = []
-    prev_end = -1
     gap_start = -1  # where the whitespace/comments before the next kept token start
     for tok in tokens:
         name = tok.name

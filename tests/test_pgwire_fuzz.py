@@ -110,7 +110,7 @@ def cut_chunks(chunks: list[tuple[int, bytes]], cuts: list[int]) -> list[tuple[i
     for i, (d, c) in enumerate(chunks):
         points = sorted({cuts[(i + j) % len(cuts)] % (len(c) + 1) for j in range(3)}
                         | {0, len(c)})
-        out += [(d, c[a:b]) for a, b in zip(points, points[1:]) if b > a]
+        out += [(d, c[a:b]) for a, b in zip(points, points[1:], strict=False) if b > a]
     return out
 
 
@@ -186,7 +186,7 @@ def check_truncated_run(chunks: list[tuple[int, bytes]], stop: int) -> None:
     got = statements(replay(part, conn=conn))
     assert conn.decode_errors == 0
     assert len(got) <= len(full)
-    for g, f in zip(got, full):
+    for g, f in zip(got, full, strict=False):
         if g.flags & INCOMPLETE:
             assert g.text == f.text
         elif g.flags & SKIPPED and not f.flags & SKIPPED:

@@ -127,7 +127,7 @@ def assert_matches_server_log(cluster: PgCluster, conn: Connection, records: lis
         want = logged_statements(cluster, conn.backend_pid)
     got = decoded_statements(records)
     assert len(got) == len(want), (got, want)
-    for (gk, gname, gtext), (wk, wname, wtext) in zip(got, want):
+    for (gk, gname, gtext), (wk, wname, wtext) in zip(got, want, strict=True):
         assert (gk, gname) == (wk, wname)
         if gk == "statement":
             expected = [wtext] if len(gtext) == 1 else list(split_statements(wtext))
@@ -531,10 +531,10 @@ def test_losing_any_one_chunk_of_a_real_session(pg_cluster: PgCluster, relay: Re
     for lost in range(first_query, len(rec.chunks) - 1):
         pos = [0, 0]
         conn = Connection()
-        for ts, (d, c) in enumerate(rec.chunks):
+        for ts, (d, chunk) in enumerate(rec.chunks):
             if ts != lost:
-                conn.feed(d, pos[d], c, ts)
-            pos[d] += len(c)
+                conn.feed(d, pos[d], chunk, ts)
+            pos[d] += len(chunk)
         conn.close(10**6)
         recs = conn.take_records()
         got = statements(recs)
@@ -574,6 +574,7 @@ def test_psql_large_object_uses_function_calls(pg_cluster: PgCluster, relay: Rel
     calls = [s for s in st if s.protocol == "function_call"]
     assert calls and all(s.function_oid and s.sqlstate is None and s.ts_end_ns for s in calls)
     assert "object payload" not in repr(recs)  # FunctionCall arguments are never kept
+    assert conn.backend_pid is not None
     logged = [m for sev, m in server_log(pg_cluster, conn.backend_pid)
               if sev == "LOG" and m.startswith("fastpath function call")]
     assert len(logged) == len(calls)

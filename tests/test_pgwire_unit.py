@@ -9,6 +9,7 @@ import struct
 import pytest
 
 from agent.pgwire import encode as m
+from agent.pgwire import messages as msg
 from agent.pgwire.codes import BackendType, FrontendType, StartupCode, TransactionStatus
 from agent.pgwire.decoder import (
     MESSAGE_CAP,
@@ -17,7 +18,6 @@ from agent.pgwire.decoder import (
     find_ready_for_query,
     frontend_chain,
 )
-from agent.pgwire import messages as msg
 from agent.pgwire.records import FLAG_NAMES, flag_names
 from agent.pgwire.session import (
     BACKEND,

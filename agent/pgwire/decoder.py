@@ -147,7 +147,7 @@ def frontend_body_valid(t: int, b: bytes | bytearray, s: int, e: int) -> bool:
             p = _cstring_end(b, p, e) if p > 0 else -1
             if p < 0 or p + 2 > e:
                 return False
-            n = INT16.unpack_from(b, p)[0]
+            n: int = INT16.unpack_from(b, p)[0]
             return n >= 0 and p + 2 + 4 * n == e
         if t == FrontendType.Bind:
             p = _cstring_end(b, s, e)
@@ -171,7 +171,7 @@ def frontend_body_valid(t: int, b: bytes | bytearray, s: int, e: int) -> bool:
                 p += 4 + max(ln, 0)
             if p + 2 > e:
                 return False
-            nr = INT16.unpack_from(b, p)[0]
+            nr: int = INT16.unpack_from(b, p)[0]
             return nr >= 0 and p + 2 + 2 * nr == e
         if t == FrontendType.Describe or t == FrontendType.Close:
             return b[s] in (0x53, 0x50) and b.find(b"\0", s + 1, e) == e - 1
@@ -196,7 +196,7 @@ def frontend_body_valid(t: int, b: bytes | bytearray, s: int, e: int) -> bool:
                 if ln < -1:
                     return False
                 p += 4 + max(ln, 0)
-            return p + 2 == e
+            return bool(p + 2 == e)
         # Sync, Flush, Terminate, CopyDone (exact lengths already checked), CopyData.
         return t != FrontendType.PasswordMessage
     except (struct.error, IndexError):

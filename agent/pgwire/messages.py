@@ -559,7 +559,7 @@ def parse_startup(body: bytes) -> StartupPacket:
     return StartupMessage(code, parse_startup_parameters(r.b, r.off, r.end))
 
 
-def parse_startup_parameters(b: bytes, off: int, end: int,
+def parse_startup_parameters(b: bytes | bytearray, off: int, end: int,
                              encoding: str = "utf-8") -> dict[str, str]:
     """The name/value String pairs of a StartupMessage, from `off` to the terminating NUL."""
     params: dict[str, str] = {}
@@ -666,7 +666,9 @@ def parse_frontend(type_byte: int, body: bytes, *, encoding: str = "utf-8",
     return msg
 
 
-_AUTH_EMPTY = {
+_AUTH_EMPTY: dict[int, type[AuthenticationOk | AuthenticationKerberosV5
+                            | AuthenticationCleartextPassword | AuthenticationSCMCredential
+                            | AuthenticationGSS | AuthenticationSSPI]] = {
     AuthenticationCode.Ok: AuthenticationOk,
     AuthenticationCode.KerberosV5: AuthenticationKerberosV5,
     AuthenticationCode.CleartextPassword: AuthenticationCleartextPassword,
@@ -674,7 +676,8 @@ _AUTH_EMPTY = {
     AuthenticationCode.GSS: AuthenticationGSS,
     AuthenticationCode.SSPI: AuthenticationSSPI,
 }
-_AUTH_DATA = {
+_AUTH_DATA: dict[int, type[AuthenticationGSSContinue | AuthenticationSASLContinue
+                            | AuthenticationSASLFinal]] = {
     AuthenticationCode.GSSContinue: AuthenticationGSSContinue,
     AuthenticationCode.SASLContinue: AuthenticationSASLContinue,
     AuthenticationCode.SASLFinal: AuthenticationSASLFinal,
@@ -693,7 +696,7 @@ _NOTICE_INT = {ErrorField.Position: "position", ErrorField.InternalPosition: "in
                ErrorField.Line: "line"}
 
 
-def parse_notice_fields(b: bytes, off: int, end: int,
+def parse_notice_fields(b: bytes | bytearray, off: int, end: int,
                         encoding: str = "utf-8") -> dict[int, str]:
     """{field code byte: value} of an ErrorResponse/NoticeResponse body, robust to truncation
     (a cut last field is dropped). Fields are read by their code, never by position."""
@@ -716,11 +719,13 @@ def _notice(cls: type[ErrorResponse] | type[NoticeResponse], body: bytes,
         raise ProtocolError("ErrorResponse/NoticeResponse lacks its terminating NUL")
     raw = parse_notice_fields(body, 0, len(body), encoding)
     kw: dict[str, object] = {}
+    names: dict[int, str] = _NOTICE_STR  # type: ignore[assignment]
+    int_names: dict[int, str] = _NOTICE_INT  # type: ignore[assignment]
     for code, value in raw.items():
-        if code in _NOTICE_STR:
-            kw[_NOTICE_STR[code]] = value
-        elif code in _NOTICE_INT:
-            kw[_NOTICE_INT[code]] = int(value) if value.isdigit() else None
+        if code in names:
+            kw[names[code]] = value
+        elif code in int_names:
+            kw[int_names[code]] = int(value) if value.isdigit() else None
     if "severity" not in kw and ErrorField.Severity in raw:
         kw["severity"] = raw[ErrorField.Severity]
     return cls(**kw)  # type: ignore[arg-type]
@@ -734,12 +739,12 @@ def parse_backend(type_byte: int, body: bytes, *, encoding: str = "utf-8") -> Ba
     if t == BackendType.Authentication:
         code = r.int32()
         if code in _AUTH_EMPTY:
-            msg = _AUTH_EMPTY[AuthenticationCode(code)]()
+            msg = _AUTH_EMPTY[code]()
         elif code == AuthenticationCode.MD5Password:
             r.raw(4)
             msg = AuthenticationMD5Password()
         elif code in _AUTH_DATA:
-            return _AUTH_DATA[AuthenticationCode(code)](r.remaining())
+            return _AUTH_DATA[code](r.remaining())
         elif code == AuthenticationCode.SASL:
             mechs = []
             while True:
@@ -776,9 +781,11 @@ def parse_backend(type_byte: int, body: bytes, *, encoding: str = "utf-8") -> Ba
         n = r.int16()
         if n < 0:
             raise ProtocolError(f"COPY response with {n} columns")
-        cls = {BackendType.CopyInResponse: CopyInResponse,
-               BackendType.CopyOutResponse: CopyOutResponse,
-               BackendType.CopyBothResponse: CopyBothResponse}[BackendType(t)]
+        copy_types: dict[int, type[CopyInResponse | CopyOutResponse | CopyBothResponse]] = {
+            BackendType.CopyInResponse: CopyInResponse,
+            BackendType.CopyOutResponse: CopyOutResponse,
+            BackendType.CopyBothResponse: CopyBothResponse}
+        cls = copy_types[t]
         msg = cls(fmt, tuple(r.int16() for _ in range(n)))
     elif t == BackendType.CopyData:
         return CopyData(len(body))

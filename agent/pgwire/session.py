@@ -595,6 +595,8 @@ class Connection:
 
     def _fe_startup(self, b: bytes | bytearray, off: int, end: int, ts: int) -> int:
         st = self._fe
+        ln: int
+        code: int
         while end - off >= 8:
             if b[off] == 0x16:  # a TLS ClientHello: ciphertext from here on
                 self._go_encrypted(ts, FRONTEND)
@@ -657,6 +659,8 @@ class Connection:
         hdr = HEADER.unpack_from
         handlers = _FE_HANDLERS
         i32 = INT32.unpack_from
+        t: int
+        ln: int
         while end - off >= 5:
             t, ln = hdr(b, off)
             if ln < lo[t] or ln > hi[t]:
@@ -896,6 +900,8 @@ class Connection:
         handlers = _BE_HANDLERS
         pending = self._pending
         i32 = INT32.unpack_from
+        t: int
+        ln: int
         while end - off >= 5:
             t, ln = hdr(b, off)
             if ln < lo[t] or ln > hi[t]:
@@ -1118,7 +1124,7 @@ class Connection:
             return
         pending = self._pending
         done = self._done
-        op = pending[0] if pending else None
+        op: Any = pending[0] if pending else None
         k = op[0] if op is not None else -1
         if k == OP_QUERY:
             stmts = op[Q_STMTS]
