@@ -57,6 +57,14 @@ def test_agent_started_mid_session_marks_the_gap(cluster: PgCluster, tmp_path: P
     so the first statement after attach is reported by its result only (unknown_statement)."""
     store = str(tmp_path / "c.db")
     collector = CollectorProcess(store, log_path=tmp_path / "c.log").start()
+    try:
+        mid_session_scenario(cluster, collector, store, tmp_path, via)
+    finally:
+        collector.stop()
+
+
+def mid_session_scenario(cluster: PgCluster, collector: CollectorProcess, store: str,
+                         tmp_path: Path, via: str) -> None:
     dsn = cluster.dsn("bench", via="unix") if via == "unix" else cluster.dsn("bench", sslmode="require")
     with psycopg.connect(dsn, autocommit=True, application_name="long-lived") as conn:
         pid = conn.info.backend_pid
@@ -93,7 +101,6 @@ def test_agent_started_mid_session_marks_the_gap(cluster: PgCluster, tmp_path: P
     gaps = [e for e in timeline(store, session["session_id"]) if e.get("kind") == "gap"
             or e.get("type") == "capture.gap"]
     assert any(g.get("reason") == "mid_session" for g in gaps), gaps
-    collector.stop()
 
 
 def test_collector_outage_under_load_loses_nothing(cluster: PgCluster, tmp_path: Path) -> None:
@@ -144,22 +151,24 @@ def test_agent_restart_mid_session_continues_capture(cluster: PgCluster, tmp_pat
     store = str(tmp_path / "c.db")
     collector = CollectorProcess(store, log_path=tmp_path / "c.log").start()
     state = tmp_path / "agent"
-    with psycopg.connect(cluster.dsn(via="unix"), autocommit=True) as conn:
-        pid = conn.info.backend_pid
-        agent = AgentProcess(collector.url, state, capture_raw=True, log_path=tmp_path / "a.log").start()
-        conn.execute("SELECT 'first agent'")
-        time.sleep(1.5)
-        agent.stop()
-        conn.execute("SELECT 'while no agent ran'")
-        agent = AgentProcess(collector.url, state, capture_raw=True, log_path=tmp_path / "a.log").start()
-        conn.execute("SELECT 'second agent'")
-        time.sleep(1.5)
-        agent.stop()
-    texts = [r["statement"] for r in captured(store) if r["backend_pid"] == pid]
+    try:
+        with psycopg.connect(cluster.dsn(via="unix"), autocommit=True) as conn:
+            pid = conn.info.backend_pid
+            for text in ("first agent", "second agent"):
+                agent = AgentProcess(collector.url, state, capture_raw=True,
+                                     log_path=tmp_path / "a.log").start()
+                try:
+                    conn.execute(f"SELECT '{text}'")
+                    time.sleep(1.5)
+                finally:
+                    agent.stop()
+                conn.execute("SELECT 'while no agent ran'")
+        texts = [r["statement"] for r in captured(store) if r["backend_pid"] == pid]
+        sessions = [s for s in session_rows(store) if s["backend_pid"] == pid]
+    finally:
+        collector.stop()
     assert texts == ["SELECT 'first agent'", "SELECT 'second agent'"]
-    sessions = [s for s in session_rows(store) if s["backend_pid"] == pid]
     assert len(sessions) == 1  # same backend, same session id across the restart
-    collector.stop()
 
 
 def test_syscall_fallback_captures_plaintext_and_reports_tls(cluster: PgCluster, tmp_path: Path) -> None:
