@@ -198,11 +198,15 @@ BEGIN
 END $$;
 
 CREATE FUNCTION pgwarden._guard_write(relid oid, op text, nrows bigint, cur_user name,
+                                      sess_user name, version integer, epoch bigint,
                                       xid text, nested boolean, query text) RETURNS jsonb
 LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+# The hot path: the caller passes what it read cheaply (policy head, session_user) so that
+# this function runs no query unless the policy changed or a rule has something to say.
 import sys; '@PYTHON_DIR@' in sys.path or sys.path.insert(0, '@PYTHON_DIR@')
 from pgwarden_ext import guard
-return guard.on_write(plpy, GD, relid, op, nrows, cur_user, xid, nested, query)
+return guard.on_write(plpy, GD, relid, op, nrows, cur_user, xid, nested, query,
+                      head=(version, epoch), user=sess_user)
 $$;
 
 CREATE FUNCTION pgwarden._guard_truncate(relid oid, cur_user name, xid text, query text)
@@ -255,13 +259,15 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   n bigint;
   ctx text;
+  h record;
   d jsonb;
 BEGIN
   SELECT count(*) INTO n FROM pgwarden_old;
   IF n > 0 THEN
     GET DIAGNOSTICS ctx = PG_CONTEXT;
-    d := pgwarden._guard_write(TG_RELID, TG_OP, n, current_user,
-                               pg_current_xact_id_if_assigned()::text,
+    SELECT version, epoch INTO h FROM pgwarden.policy_head;
+    d := pgwarden._guard_write(TG_RELID, TG_OP, n, current_user, session_user, h.version,
+                               h.epoch, pg_current_xact_id_if_assigned()::text,
                                strpos(ctx, E'\n') > 0, current_query());
     IF d IS NOT NULL THEN
       PERFORM pgwarden._raise(d);
@@ -424,7 +430,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgwarden FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA pgwarden FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgwarden TO PUBLIC;
 GRANT EXECUTE ON FUNCTION pgwarden.session_identity(), pgwarden._raise(jsonb),
-  pgwarden._guard_write(oid, text, bigint, name, text, boolean, text),
+  pgwarden._guard_write(oid, text, bigint, name, name, integer, bigint, text, boolean, text),
   pgwarden._guard_truncate(oid, name, text, text),
   pgwarden._guard_columns(oid, text[], name, text, text),
   pgwarden._guard_rewrite(oid, name, text, text),
@@ -435,6 +441,7 @@ GRANT EXECUTE ON FUNCTION pgwarden.plan_policy(jsonb),
   pgwarden.record_event(text, jsonb, boolean), pgwarden.python_info(),
   pgwarden.chain_pending(integer), pgwarden.head() TO pgwarden_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA pgwarden TO pgwarden_admin;
+GRANT SELECT ON pgwarden.policy_head TO PUBLIC;  -- two numbers the guard triggers read
 
 -- == event triggers (last: they watch everything after them) ====================================
 

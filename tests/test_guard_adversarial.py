@@ -388,7 +388,7 @@ def test_extended_protocol_helpers_cannot_be_misused(gc: GuardedCluster, db: str
     before = gc.snapshot(db)
     with psycopg.connect(gc.dsn(db, "app_rw"), autocommit=True) as conn:
         conn.execute("SELECT pgwarden._guard_write('app.orders'::regclass, 'DELETE', 1,"
-                     " 'migrator', NULL, false, 'DELETE FROM app.orders WHERE id = 1')")
+                     " 'migrator', 'migrator', 1, 0, NULL, false, 'DELETE FROM app.orders')")
         with pytest.raises(psycopg.Error) as e:
             conn.execute("DELETE FROM app.orders")
         assert e.value.sqlstate == "PW001"

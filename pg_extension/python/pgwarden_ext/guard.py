@@ -33,8 +33,9 @@ KIND_NAMES = {"r": "table", "p": "table", "v": "view", "m": "materialized view",
 
 
 def on_write(plpy: Any, GD: dict[str, Any], relid: int, op: str, nrows: int, cur_user: str,
-             xid: str | None, nested: bool, query: str) -> str | None:
-    st = state.get(plpy, GD, xid)
+             xid: str | None, nested: bool, query: str, head: tuple[int, int] | None = None,
+             user: str | None = None) -> str | None:
+    st = state.get(plpy, GD, xid, head, user)
     rel = _relation(plpy, st, relid)
     if rel is None or st.busy:
         return None

@@ -82,6 +82,7 @@ class Compiled:
         self.protect = {p["name"]: p for p in doc["protect"]}
         self.principals = doc["principals"]
         self.uses_groups = any(p["match"]["member_of"] for p in self.principals)
+        self.uses_identities = any(p["match"]["identities"] for p in self.principals)
 
     def rules(self, protect: str, session: Session) -> Rules:
         """Effective `Rules` of entry `protect` for `session` (KeyError if no such entry)."""

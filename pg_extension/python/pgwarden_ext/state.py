@@ -64,30 +64,37 @@ class State:
         self.busy = False
         self.dblink_schema: str | None = None
         self._head_plan = plpy.prepare(
-            "SELECT version, epoch, session_user::text AS su,"
-            " pgwarden.session_identity() AS ident FROM pgwarden.policy_head")
+            "SELECT version, epoch, session_user::text AS su FROM pgwarden.policy_head")
 
     # -- refresh -----------------------------------------------------------------------------
 
-    def begin(self, plpy: Any, xid: str | None) -> None:
-        """Refresh per-transaction state; `xid` is the top-level transaction id (text) or None
-        when none is assigned yet (then everything is re-read)."""
-        if xid is not None and xid == self.xid:
+    def begin(self, plpy: Any, xid: str | None, head: tuple[int, int] | None = None,
+              user: str | None = None) -> None:
+        """Refresh for transaction `xid` (top-level id as text; None when none is assigned yet:
+        then everything is re-read). `head` (policy version, epoch) and `user` (session_user)
+        may be passed by a caller that read them cheaply; otherwise one query reads them."""
+        new_xact = xid is None or xid != self.xid
+        if not new_xact and (head is None or head == self.head_key):
             return
-        self.xid = xid
-        self.txn_rows = {}
-        self.noted = set()
-        row = plpy.execute(self._head_plan)[0]
-        key = (row["version"], row["epoch"])
-        if key != self.head_key:
-            self._load(plpy, row["version"])
-            self.head_key = key
+        if new_xact:
+            self.xid = xid
+            self.txn_rows = {}
+            self.noted = set()
+        if head is None or user is None:
+            row = plpy.execute(self._head_plan)[0]
+            head, user = (row["version"], row["epoch"]), row["su"]
+        if head != self.head_key:
+            self._load(plpy, head[0])
+            self.head_key = head
+        ident: str | None = None
         groups: frozenset[str] = frozenset()
+        if self.compiled is not None and self.compiled.uses_identities:
+            ident = plpy.execute("SELECT pgwarden.session_identity() AS i")[0]["i"]
         if self.compiled is not None and self.compiled.uses_groups:
             groups = frozenset(r["rolname"] for r in plpy.execute(
                 "SELECT rolname::text FROM pg_catalog.pg_roles"
                 " WHERE pg_catalog.pg_has_role(session_user, oid, 'MEMBER')"))
-        session = Session(row["su"], row["ident"], groups)
+        session = Session(user, ident, groups)
         if session != self.session:
             self.session = session
             self.rules_cache = {}
@@ -185,10 +192,12 @@ SELECT DISTINCT n.nspname::text, r.relname::text, a.op
 """
 
 
-def get(plpy: Any, GD: dict[str, Any], xid: str | None = None) -> State:
-    """The backend's `State`, created on first use and refreshed for transaction `xid`."""
+def get(plpy: Any, GD: dict[str, Any], xid: str | None = None,
+        head: tuple[int, int] | None = None, user: str | None = None) -> State:
+    """The backend's `State`, created on first use and refreshed for transaction `xid`
+    (see `State.begin`)."""
     st = GD.get(GD_KEY)
     if st is None:
         st = GD[GD_KEY] = State(plpy)
-    st.begin(plpy, xid)
+    st.begin(plpy, xid, head, user)
     return st
