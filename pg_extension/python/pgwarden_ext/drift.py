@@ -92,6 +92,8 @@ def findings(plpy: Any, GD: dict[str, Any]) -> list[dict[str, str]]:
             " LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee"
             " WHERE c.relnamespace = 'pgwarden'::regnamespace AND a.grantee <> c.relowner"
             " AND NOT (coalesce(g.rolname, '') = 'pgwarden_admin' AND a.privilege_type = 'SELECT')"
+            " AND NOT (c.relname = 'policy_head' AND a.grantee = 0"
+            "          AND a.privilege_type = 'SELECT')"
             " ORDER BY 1, 2"):
         add("high", "own_object_grant", r["obj"], f"{r['priv']} granted to {r['who']}")
     for r in apply.hiding_rules(plpy, None):
