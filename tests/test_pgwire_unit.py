@@ -952,3 +952,19 @@ def test_statement_map_is_bounded_in_entries_and_text() -> None:
               + m.ready_for_query("I"), 101)
     st = statements(conn.take_records())
     assert (st[-1].text, st[-1].flags) == (None, UNKNOWN_STATEMENT)
+
+
+def test_many_prepared_statements_and_portals_stay_bounded() -> None:
+    from agent.pgwire import session
+
+    conn = Connection()
+    replay(STARTUP, conn=conn, close=False)
+    fe = bytearray()
+    for i in range(session.MAX_PREPARED + 2000):
+        fe += m.parse(f"s{i}", f"select {i}") + m.bind(f"p{i}", f"s{i}")
+    conn.feed(F, len(STARTUP[0][1]), bytes(fe), 1)
+    assert len(conn._stmts) <= session.MAX_PREPARED
+    assert len(conn._portals) <= session.MAX_PREPARED
+    last = session.MAX_PREPARED + 1999
+    assert conn.statement_map[f"s{last}"] == f"select {last}"
+    assert "s0" not in conn.statement_map and "p0" not in conn._portals

@@ -172,6 +172,13 @@ def _split(sql: str) -> tuple[str, ...]:
     return parts if parts else (sql,)
 
 
+def _drop_oldest(d: dict[str, Any], n: int) -> None:
+    """Delete the n oldest entries at once (deleting the first key one by one rescans the
+    dict's deleted slots each time: quadratic)."""
+    for key in [k for k, _ in zip(d, range(n), strict=False)]:
+        del d[key]
+
+
 def _request_ts(op: Any) -> Any:
     """The frontend chunk timestamp of a terminator op (Query, Sync, FunctionCall)."""
     k = op[0]
@@ -793,7 +800,7 @@ class Connection:
         prev = portals.get(portal)
         portals[portal] = pentry
         if len(portals) > MAX_PREPARED:
-            del portals[next(iter(portals))]
+            _drop_oldest(portals, MAX_PREPARED // 10)
         qseq = self._qseq if self._batch_open else self._open_batch()
         self._pending.append((OP_BIND, portal, pentry, prev, ts, qseq))
 
@@ -802,9 +809,17 @@ class Connection:
         is reported as UNKNOWN_STATEMENT) until the map is within its bounds."""
         stmts = self._stmts
         total = sum(len(v[1] or "") for v in stmts.values())
-        while stmts and (len(stmts) > MAX_PREPARED or total > MAX_PREPARED_CHARS):
-            oldest = next(iter(stmts))
-            total -= len(stmts.pop(oldest)[1] or "")
+        # Evict a tenth more than needed, so that this O(n) pass is amortised over many Parse.
+        keep = MAX_PREPARED * 9 // 10
+        budget = MAX_PREPARED_CHARS * 9 // 10
+        drop: list[str] = []
+        for name, v in stmts.items():
+            if len(stmts) - len(drop) <= keep and total <= budget:
+                break
+            drop.append(name)
+            total -= len(v[1] or "")
+        for name in drop:
+            del stmts[name]
         self._stmt_chars = total
 
     def _param_values(self, b: bytes | bytearray, o: int, e: int, formats: tuple[int, ...],
