@@ -2,7 +2,7 @@
 verification of the hash chain (this code recomputes every hash itself; it does not trust the
 extension's functions, which a superuser could have replaced).
 
-Chain rule (pg_extension/pgwarden--0.1.sql, table pgwarden.ledger)::
+Chain rule (pg_extension/sql/0.1/20_ledger.sql, table pgwarden.ledger)::
 
     hash(seq) = SHA-256( hash(seq - 1) || UTF-8( str(seq) + "\\n" + payload ) )
     hash(0)   = 32 zero bytes; seq runs 1, 2, 3, ... without gaps

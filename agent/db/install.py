@@ -6,7 +6,8 @@
    `SQLGLOT_VERSION` (pure Python; copied from this virtualenv when it has that exact version,
    else ``pip install --no-deps --target``) to ``<python_root>/<ext version>/python``, where the
    SQL shims find it (each extension version imports its own copy);
-2. extension files: ``pgwarden.control`` and ``pgwarden--*.sql`` into
+2. extension files: ``pgwarden.control`` and ``pgwarden--*.sql`` (each assembled from the parts
+   in ``pg_extension/sql/<version>/``) into
    ``$(pg_config --sharedir)/extension`` of the server's major version, with ``@PYTHON_DIR@``
    replaced;
 3. SQL, as a superuser: role ``pgwarden_admin`` (NOLOGIN; cluster-wide, so outside the
@@ -178,6 +179,17 @@ def _sharedir(major: int) -> Path:
     raise InstallError(f"pg_config for PostgreSQL {major} not found (Debian: postgresql-{major})")
 
 
+def extension_scripts() -> dict[str, str]:
+    """Script file name -> text. Each folder pg_extension/sql/<V> (a version, or an upgrade
+    <A>--<B>) holds one part per concern; the parts, in file-name order, make pgwarden--<V>.sql.
+    Parts keep each concern (guardrails, masking, approvals...) in its own file."""
+    scripts = {}
+    for folder in sorted(p for p in (EXTENSION_DIR / "sql").iterdir() if p.is_dir()):
+        parts = sorted(folder.glob("*.sql"))
+        scripts[f"pgwarden--{folder.name}.sql"] = "".join(p.read_text() for p in parts)
+    return scripts
+
+
 def install_sql_files(major: int, pydir: Path) -> Path:
     """Copy the control file and every SQL script into the server's extension directory."""
     target = _sharedir(major) / "extension"
@@ -185,9 +197,8 @@ def install_sql_files(major: int, pydir: Path) -> Path:
         raise InstallError(f"{target} does not exist: is postgresql-{major} installed here?")
     try:
         shutil.copyfile(EXTENSION_DIR / "pgwarden.control", target / "pgwarden.control")
-        for script in sorted(EXTENSION_DIR.glob("pgwarden--*.sql")):
-            text = script.read_text().replace("@PYTHON_DIR@", str(pydir))
-            (target / script.name).write_text(text)
+        for name, text in extension_scripts().items():
+            (target / name).write_text(text.replace("@PYTHON_DIR@", str(pydir)))
     except PermissionError as e:
         raise InstallError(f"cannot write {e.filename}: run as root on the database host") from None
     return target
