@@ -164,3 +164,62 @@ def test_no_literal_ever_leaks(secret: str, template: str) -> None:
 def test_arbitrary_text_never_raises(text: str) -> None:
     normalized, fp = Redactor().redact(text)
     assert isinstance(normalized, str) and re.fullmatch(r"[0-9a-f]{16}", fp)
+
+
+# -- the re-scan shortcut: skipping it never changes the result ------------------------------
+
+SHORTCUT_CORPUS = [
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+    "UPDATE t1 SET c2 = c2 + 1 WHERE id IN (1, 2, 3) RETURNING x_9",
+    'SELECT "col 1", "Jane Doe" FROM "users" u WHERE u."id" = 5',
+    "INSERT INTO x VALUES ($1, $2), ($3, 4.5e10)",
+    "SELECT * FROM t -- trailing comment 42\nWHERE a = b",
+    "SELECT /* hidden 'x' */ 1",
+    "COPY t FROM '/tmp/secret.csv'",
+    "COMMENT ON TABLE t IS 'top secret'",
+    "ALTER ROLE bob PASSWORD 'hunter2'",
+    "SELECT $tag$body 77$tag$",
+    "SELECT x::numeric(10,2), interval '1 day', B'101', X'FF', E'a\\nb', U&'d\\0061t'",
+    "CREATE VIEW v AS SELECT 'literal' AS c",
+    "SET search_path = app, public",
+    "SELECT t.col1 FROM s1.t2 AS t WHERE t.col1 > t.col2 ORDER BY 1 LIMIT 10 OFFSET 20",
+    "DO $$BEGIN RAISE NOTICE 'x'; END$$",
+    "PREPARE p1 AS SELECT $1::int + 7",
+    "SELECT count(*) FILTER (WHERE a) FROM t GROUP BY ROLLUP (a, b)",
+]
+
+
+@pytest.mark.parametrize("sql", SHORTCUT_CORPUS)
+def test_skipped_rescan_would_change_nothing(sql: str) -> None:
+    from pglast import parser as pg
+
+    from agent.redact import _MAY_HOLD_CONSTANT, scrub
+
+    try:
+        text = pg.normalize(sql)
+    except Exception:
+        return  # unparseable text always takes the full re-scan
+    if not _MAY_HOLD_CONSTANT.search(text):
+        assert scrub(text) == text
+    assert Redactor().normalize(sql) == scrub(text)
+
+
+_WORDS = st.sampled_from(["SELECT", "FROM", "WHERE", "AND", "t", "t1", "col_2", "x", "$1", "$12",
+                          "=", "<", "+", "(", ")", ",", ".", "*", "AS", "c3d", "IN", "NOT",
+                          "NULL", "::", "int", "_u9"])
+
+
+@given(st.lists(_WORDS, min_size=1, max_size=25), st.sampled_from([" ", "\n", "\t", "  "]))
+@settings(max_examples=300, deadline=None)
+def test_shortcut_equals_full_rescan_on_generated_text(words: list[str], sep: str) -> None:
+    from pglast import parser as pg
+
+    from agent.redact import _MAY_HOLD_CONSTANT, scrub
+
+    sql = sep.join(words)
+    try:
+        text = pg.normalize(sql)
+    except Exception:
+        return
+    if not _MAY_HOLD_CONSTANT.search(text):
+        assert scrub(text) == text
