@@ -63,11 +63,14 @@ class Capture:
 
     emit: called with each event (docs/events.md) in capture order; it must not block.
     capture_raw: ship statement text verbatim and bind values (default: normalized, no values).
+    only_ports: capture only the servers listening on one of these TCP ports (empty: all).
     """
 
     def __init__(self, probes: Probes, emit: Callable[[dict[str, Any]], None], *,
-                 capture_raw: bool = False, redactor: Redactor | None = None) -> None:
+                 capture_raw: bool = False, redactor: Redactor | None = None,
+                 only_ports: frozenset[int] = frozenset()) -> None:
         self.probes = probes
+        self.only_ports = only_ports
         self._emit_sink = emit
         self.capture_raw = capture_raw
         self.redactor = redactor or Redactor()
@@ -102,7 +105,7 @@ class Capture:
 
     def attach_running(self) -> list[discovery.Postmaster]:
         """Track every running postmaster and its existing backends (marked mid-session)."""
-        found = discovery.find_postmasters()
+        found = [pm for pm in discovery.find_postmasters() if self._wanted(pm.ports)]
         for pm in found:
             self._add_postmaster(pm.pid, pm.exe, pm.ports)
         # After the postmasters are in the kernel's map: a backend forked from now on is tracked
@@ -116,6 +119,9 @@ class Capture:
             self._attach_existing_backend(be, self.postmasters.get(be.postmaster_pid, ()))
         self._last_rescan = time.monotonic()
         return found
+
+    def _wanted(self, ports: tuple[int, ...]) -> bool:
+        return not self.only_ports or bool(self.only_ports.intersection(ports))
 
     def _add_postmaster(self, pid: int, exe: str, ports: tuple[int, ...]) -> None:
         self.probes.add_postmaster(pid)
@@ -148,7 +154,8 @@ class Capture:
     def _rescan(self) -> None:
         """Safety net for what the probes cannot see: ports opened after exec, stale map entries."""
         for pm in discovery.find_postmasters():
-            self._add_postmaster(pm.pid, pm.exe, pm.ports)
+            if self._wanted(pm.ports):
+                self._add_postmaster(pm.pid, pm.exe, pm.ports)
         for pid in list(self.postmasters):
             if not os.path.exists(f"/proc/{pid}"):
                 del self.postmasters[pid]
@@ -202,6 +209,10 @@ class Capture:
             self.tracker.seen_tcp(ev)
         elif ev.kind is CtlKind.UNIX_CONNECT:
             self.tracker.seen_unix(ev)
+        elif ev.kind is CtlKind.POSTMASTER_EXEC and self.only_ports:
+            # The kernel tracks every new postgres at exec; with a port filter, only once a
+            # rescan sees it listen on a wanted port (connections before that are not captured).
+            self.probes.remove_postmaster(ev.tgid)
         elif ev.kind is CtlKind.POSTMASTER_EXEC:
             exe = f"/proc/{ev.tgid}/exe"
             try:

@@ -190,6 +190,13 @@ class Probes:
         table = self._bpf["postmasters"]  # type: ignore[index]
         table[table.Key(pid)] = table.Leaf(1)
 
+    def remove_postmaster(self, pid: int) -> None:
+        table = self._bpf["postmasters"]  # type: ignore[index]
+        try:
+            del table[table.Key(pid)]
+        except KeyError:
+            pass
+
     def add_backend(self, pid: int, gen: int, fd: int) -> None:
         """Track a backend that was already running (positions start at 0 now)."""
         table = self._bpf["backends"]  # type: ignore[index]

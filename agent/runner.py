@@ -40,6 +40,7 @@ class AgentOptions:
     data_ring_pages: int = 16384  # 64 MiB
     spool_max_bytes: int = 256 * 1024 * 1024
     poll_interval_s: float = 0.02
+    only_ports: frozenset[int] = frozenset()  # capture only servers listening on these ports
 
 
 def choose_mode(requested: str) -> tuple[str, str]:
@@ -76,7 +77,8 @@ class Agent:
         self.opts.state_dir.mkdir(parents=True, exist_ok=True)
         self.probes.load()
         self.shipper.start()
-        self.capture = Capture(self.probes, self.shipper.submit, capture_raw=self.opts.capture_raw)
+        self.capture = Capture(self.probes, self.shipper.submit, capture_raw=self.opts.capture_raw,
+                               only_ports=self.opts.only_ports)
         self.postmasters = self.capture.attach_running()
         self._write_status()
         # What start-up allocated lives as long as the agent: keep it out of every collection,

@@ -70,6 +70,7 @@ class AgentProcess:
     token: str = "test-token"
     capture_raw: bool = False
     mode: str = "auto"
+    ports: tuple[int, ...] = ()  # --port: capture only these servers
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
@@ -81,6 +82,8 @@ class AgentProcess:
                "--state-dir", str(self.state_dir), "--mode", self.mode]
         if self.capture_raw:
             cmd.append("--capture-raw")
+        for port in self.ports:
+            cmd += ["--port", str(port)]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 

@@ -117,7 +117,7 @@ def main() -> None:
                 for setup in ("direct", "agent", "pgbouncer"):
                     agent = None
                     if setup == "agent":
-                        agent = AgentProcess(collector.url, work / "agent",
+                        agent = AgentProcess(collector.url, work / "agent", ports=(cluster.port,),
                                              log_path=work / "agent.log").start()
                     port = bouncer.port if setup == "pgbouncer" else cluster.port
                     out = pgbench(port, *flags, "-n", "-c", str(CLIENTS), "-j", "2", "-T",
@@ -144,7 +144,8 @@ def main() -> None:
 
         print(f"\nFixed rate {args.rate} tx/s select-only, {args.seconds} s:")
         base = latencies_us(cluster.port, work, args.rate, args.seconds)
-        agent = AgentProcess(collector.url, work / "agent", log_path=work / "agent.log").start()
+        agent = AgentProcess(collector.url, work / "agent", ports=(cluster.port,),
+                             log_path=work / "agent.log").start()
         cpu0 = agent_cpu_s(agent)
         st0 = agent.status()["counters"].get("statements", 0)
         with_agent = latencies_us(cluster.port, work, args.rate, args.seconds)

@@ -70,7 +70,7 @@ class Stack:
         env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(self.cluster.port),
                "PGUSER": "postgres"}
         subprocess.run([str(PG_BIN / "pgbench"), *args, dbname], env=env, check=True,
-                       capture_output=True)
+                       capture_output=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,8 @@ def stack() -> Iterator[Stack]:
     cluster.psql("CREATE DATABASE bench")
     store = str(work / "collector.db")
     collector = CollectorProcess(store, log_path=work / "collector.log").start()
-    agent = AgentProcess(collector.url, work / "agent", capture_raw=True,
+    # --port: only this cluster, so whatever else runs on the host cannot disturb the oracle
+    agent = AgentProcess(collector.url, work / "agent", capture_raw=True, ports=(cluster.port,),
                          log_path=work / "agent.log").start()
     yield Stack(cluster, collector, agent, store, work)
     agent.stop()
@@ -187,7 +188,8 @@ def test_normalized_by_default(tmp_path: Path, stack: Stack) -> None:
     """Without --capture-raw no literal reaches the collector (PII-safe default)."""
     store = str(tmp_path / "normalized.db")
     collector = CollectorProcess(store, log_path=tmp_path / "c.log").start()
-    agent = AgentProcess(collector.url, tmp_path / "agent", log_path=tmp_path / "a.log").start()
+    agent = AgentProcess(collector.url, tmp_path / "agent", ports=(stack.cluster.port,),
+                         log_path=tmp_path / "a.log").start()
     try:
         with psycopg.connect(stack.cluster.dsn(), autocommit=True) as conn:
             pid = conn.info.backend_pid

@@ -72,7 +72,7 @@ def mid_session_scenario(cluster: PgCluster, collector: CollectorProcess, store:
         conn.execute("SELECT %s::int + 1", (41,), prepare=True)  # prepared server-side, unseen
         conn.execute("SELECT %s::int + 1", (41,), prepare=True)
         agent = AgentProcess(collector.url, tmp_path / "agent", capture_raw=True,
-                             log_path=tmp_path / "a.log").start()
+                             ports=(cluster.port,), log_path=tmp_path / "a.log").start()
         try:
             conn.execute("SELECT 'after the agent'")
             conn.execute("SELECT %s::int + 1", (1,), prepare=True)  # Bind/Execute of an unseen Parse
@@ -108,7 +108,7 @@ def test_collector_outage_under_load_loses_nothing(cluster: PgCluster, tmp_path:
     store = str(tmp_path / "c.db")
     collector = CollectorProcess(store, log_path=tmp_path / "c.log").start()
     agent = AgentProcess(collector.url, tmp_path / "agent", capture_raw=True,
-                         log_path=tmp_path / "a.log").start()
+                         ports=(cluster.port,), log_path=tmp_path / "a.log").start()
     env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "postgres"}
     before = set(server_statements(cluster.log_file))
     try:
@@ -156,7 +156,7 @@ def test_agent_restart_mid_session_continues_capture(cluster: PgCluster, tmp_pat
             pid = conn.info.backend_pid
             for text in ("first agent", "second agent"):
                 agent = AgentProcess(collector.url, state, capture_raw=True,
-                                     log_path=tmp_path / "a.log").start()
+                                     ports=(cluster.port,), log_path=tmp_path / "a.log").start()
                 try:
                     conn.execute(f"SELECT '{text}'")
                     time.sleep(1.5)
@@ -175,7 +175,7 @@ def test_syscall_fallback_captures_plaintext_and_reports_tls(cluster: PgCluster,
     store = str(tmp_path / "c.db")
     collector = CollectorProcess(store, log_path=tmp_path / "c.log").start()
     agent = AgentProcess(collector.url, tmp_path / "agent", capture_raw=True, mode="syscall",
-                         log_path=tmp_path / "a.log").start()
+                         ports=(cluster.port,), log_path=tmp_path / "a.log").start()
     try:
         plain = cluster.psql("SELECT pg_backend_pid(); SELECT 'plain' AS x", via="tcp",
                              sslmode="disable").stdout.split()[0]
@@ -199,7 +199,27 @@ def test_syscall_fallback_captures_plaintext_and_reports_tls(cluster: PgCluster,
     assert tls_session, "the TLS session itself is still recorded"
 
 
+def test_port_filter_captures_only_the_named_server(cluster: PgCluster, tmp_path: Path) -> None:
+    other = PgCluster(make_workdir("pgwarden-other-")).start()
+    collector = CollectorProcess(str(tmp_path / "c.db"), log_path=tmp_path / "c.log").start()
+    agent = AgentProcess(collector.url, tmp_path / "agent", capture_raw=True, ports=(other.port,),
+                         log_path=tmp_path / "a.log").start()
+    try:
+        cluster.psql("SELECT 'not this server'", via="unix")
+        other.psql("SELECT 'this server'", via="unix")
+        assert wait_for(lambda: any(r["statement"] == "SELECT 'this server'"
+                                    for r in captured(collector.store)), timeout=20, interval=0.25)
+        time.sleep(1.0)
+        rows = captured(collector.store)
+    finally:
+        agent.stop()
+        collector.stop()
+        other.destroy()
+    assert "SELECT 'not this server'" not in {r["statement"] for r in rows}
+
+
 def test_agent_status_command(cluster: PgCluster, tmp_path: Path) -> None:
+    """Also the default, unfiltered agent: it captures a server it was never told about."""
     collector = CollectorProcess(str(tmp_path / "c.db"), log_path=tmp_path / "c.log").start()
     state = tmp_path / "agent"
     agent = AgentProcess(collector.url, state, log_path=tmp_path / "a.log").start()

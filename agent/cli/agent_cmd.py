@@ -45,11 +45,15 @@ def agent() -> None:
               help="Data ring buffer size in 4 KiB pages (a power of two; 16384 = 64 MiB).")
 @click.option("--spool-max-bytes", type=int, default=256 * 1024 * 1024, show_default=True,
               help="Bound of the on-disk spool used while the collector is unreachable.")
+@click.option("--port", "ports", type=int, multiple=True, metavar="PORT",
+              help="Capture only the PostgreSQL servers listening on this TCP port (repeatable; "
+                   "[agent] ports). Default: every server on the host. A server started later "
+                   "is picked up within seconds; its very first connections may be missed.")
 @click.option("--config", "config_path", metavar="PATH", help="Configuration file (TOML).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
 def run(collector: str | None, token: str | None, state_dir: str | None, capture_raw: bool | None,
-        mode: str, ring_pages: int, spool_max_bytes: int, config_path: str | None,
-        verbose: bool) -> None:
+        mode: str, ring_pages: int, spool_max_bytes: int, ports: tuple[int, ...],
+        config_path: str | None, verbose: bool) -> None:
     """Capture every PostgreSQL session on this host and ship it to a collector.
 
     Finds the running postmasters (and ones started later), attaches eBPF probes to their
@@ -80,7 +84,8 @@ def run(collector: str | None, token: str | None, state_dir: str | None, capture
     raw = capture_raw if capture_raw is not None else bool(cfg.get("agent", "capture_raw", False))
     opts = AgentOptions(collector=collector, token=token, state_dir=_state_dir(cfg, state_dir),
                         mode=mode, capture_raw=raw, data_ring_pages=ring_pages,
-                        spool_max_bytes=spool_max_bytes)
+                        spool_max_bytes=spool_max_bytes,
+                        only_ports=frozenset(ports or cfg.get("agent", "ports", ())))
     agent_ = Agent(opts)
     try:
         agent_.start()

@@ -46,7 +46,7 @@ def main() -> int:
     cluster = PgCluster(make_workdir("pgwarden-demo-"), ssl=True)
     collector = CollectorProcess(store, token="demo-token", log_path=out_dir / "collector.log")
     agent = AgentProcess(collector.url, out_dir / "agent", token="demo-token",
-                         log_path=out_dir / "agent.log")
+                         ports=(cluster.port,), log_path=out_dir / "agent.log")
     try:
         step(f"starting a throwaway PostgreSQL 15 on port {cluster.port} (TCP, unix socket, TLS)")
         cluster.start()
