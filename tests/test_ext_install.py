@@ -62,7 +62,11 @@ def test_install_status_uninstall(cluster: PgCluster) -> None:
     assert status.exit_code == 0 and st["installed"] and st["python"]["python"].startswith("3.11")
     assert st["python"]["sqlglot_path"].startswith(str(Path(out["python_dir"])))
     assert st["event_triggers"] == {"pgwarden_ddl_end": "A", "pgwarden_sql_drop": "A",
-                                    "pgwarden_table_rewrite": "A"}
+                                    "pgwarden_table_rewrite": "A", "pgwarden_mask_ddl_start": "A",
+                                    "pgwarden_mask_ddl_end": "A", "pgwarden_mask_sql_drop": "A"}
+    assert rows(dsn, "SELECT rolname, rolcanlogin, rolsuper FROM pg_roles WHERE rolname IN"
+                     " ('pgwarden_agent', 'pgwarden_mask_owner') ORDER BY 1") == [
+        ("pgwarden_agent", True, False), ("pgwarden_mask_owner", False, False)]
     assert st["ledger"]["seq"] == 2  # installed twice
 
     # uninstall drops guard triggers on user tables too

@@ -10,8 +10,10 @@
    in ``pg_extension/sql/<version>/``) into
    ``$(pg_config --sharedir)/extension`` of the server's major version, with ``@PYTHON_DIR@``
    replaced;
-3. SQL, as a superuser: role ``pgwarden_admin`` (NOLOGIN; cluster-wide, so outside the
-   extension), ``plpython3u``, ``dblink`` in schema ``pgwarden_dblink`` (no PUBLIC access),
+3. SQL, as a superuser: roles ``pgwarden_admin`` (NOLOGIN; cluster-wide, so outside the
+   extension), ``pgwarden_agent`` (LOGIN, for the host agent's attestations) and
+   ``pgwarden_mask_owner`` (NOLOGIN, owns masking views), ``plpython3u``, ``dblink`` in schema
+   ``pgwarden_dblink`` (no PUBLIC access),
    ``CREATE EXTENSION pgwarden`` (or ``ALTER EXTENSION pgwarden UPDATE``);
 4. the autonomous-write path: dblink connects back over the unix socket as the installing
    superuser; an "installed" ledger record written through it proves it works, otherwise
@@ -41,6 +43,12 @@ SQLGLOT_VERSION = "30.30.0"
 EXTENSION_DIR = Path(__file__).resolve().parents[2] / "pg_extension"
 DEFAULT_PYTHON_ROOT = Path(os.environ.get("PGWARDEN_PYTHON_ROOT", "/usr/local/lib/pgwarden"))
 ADMIN_ROLE = "pgwarden_admin"
+AGENT_ROLE = "pgwarden_agent"
+MASK_OWNER_ROLE = "pgwarden_mask_owner"
+# Cluster-wide roles the extension expects (docs/identity.md, docs/masking.md): the host agent's
+# login (it may only call pgwarden.attest) and the owner of generated masking views.
+EXTRA_ROLES = {AGENT_ROLE: "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT",
+               MASK_OWNER_ROLE: "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"}
 
 
 class InstallError(RuntimeError):
@@ -99,6 +107,7 @@ def uninstall(dsn: str, remove_files: bool = False,
                 seq, hash_ = conn.execute("SELECT seq, hash FROM pgwarden.head()").fetchone()
                 head = {"seq": seq, "hash": hash_}
                 conn.execute("SELECT pgwarden.unguard_all()")
+                conn.execute("SELECT pgwarden.unmask_all()")
                 conn.execute("DROP EXTENSION pgwarden")
             dblink = conn.execute(
                 "SELECT 1 FROM pg_extension WHERE extname = 'dblink'"
@@ -272,6 +281,9 @@ def _check_server_python(pydir: Path) -> None:
 def _create(conn: psycopg.Connection, version: str) -> None:
     if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [ADMIN_ROLE]).fetchone():
         conn.execute(f"CREATE ROLE {ADMIN_ROLE} NOLOGIN")
+    for role, attrs in EXTRA_ROLES.items():
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+            conn.execute(f"CREATE ROLE {role} {attrs}")
     conn.execute("CREATE EXTENSION IF NOT EXISTS plpython3u")
     if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'dblink'").fetchone():
         conn.execute("CREATE SCHEMA IF NOT EXISTS pgwarden_dblink")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
+
+from agent.pii.classes import DEFAULT_METHOD
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
@@ -32,6 +34,9 @@ DEFAULT_RULES: dict[str, Any] = {
                  "opaque_statement": None},
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_ROLE = re.compile(r"^[^\s]{1,63}$")
+MASK_METHODS = ("partial", "redact", "pseudonym", "null", "placeholder")
+PII_CLASSES = DEFAULT_METHOD  # PII class -> default masking method (agent/pii/classes.py)
 _PATTERN = re.compile(r'^[^."\s]+(\.[^."\s]+)?$')
 
 
@@ -130,20 +135,119 @@ class _Checker:
         return out
 
     def document(self, data: Any) -> dict[str, Any]:
-        top = self.mapping(None, None, data, "", ("version", "protect", "principals"))
+        top = self.mapping(None, None, data, "", ("version", "protect", "principals",
+                                                  "masking"))
         if top is None:
             return {}
         if top.get("version") != SCHEMA_VERSION:
             self.fail(top, "version" if "version" in top else None, "version",
                       f"expected version: {SCHEMA_VERSION}")
-        protect = self.protect_entries(top)
+        protect = self.protect_entries(top, required="masking" not in top)
         names = [p["name"] for p in protect]
         principals = self.principals(top, names)
-        return {"version": SCHEMA_VERSION, "protect": protect, "principals": principals}
+        doc = {"version": SCHEMA_VERSION, "protect": protect, "principals": principals}
+        if "masking" in top:
+            doc["masking"] = self.masking(top)
+        return doc
 
-    def protect_entries(self, top: CommentedMap) -> list[dict[str, Any]]:
+    def masking(self, top: CommentedMap) -> dict[str, Any]:
+        """The masking section (docs/masking.md); columns accept discover's suggestions."""
+        out: dict[str, Any] = {"mask": {"roles": [], "identities": []},
+                               "unmask": {"identities": []}, "shared_roles": [], "columns": []}
+        m = self.mapping(top, "masking", top.get("masking"), "masking",
+                         ("mask", "unmask", "shared_roles", "columns"))
+        if m is None:
+            return out
+        mask = self.mapping(m, "mask", m.get("mask", CommentedMap()), "masking.mask",
+                            ("roles", "identities"))
+        if mask is not None:
+            out["mask"]["roles"] = self.strings(mask, "roles", "masking.mask.roles", _ROLE,
+                                                "a role name or glob")
+            out["mask"]["identities"] = self.strings(mask, "identities",
+                                                     "masking.mask.identities")
+        unmask = self.mapping(m, "unmask", m.get("unmask", CommentedMap()), "masking.unmask",
+                              ("identities",))
+        if unmask is not None:
+            out["unmask"]["identities"] = self.strings(unmask, "identities",
+                                                       "masking.unmask.identities")
+        out["shared_roles"] = self.strings(m, "shared_roles", "masking.shared_roles", _ROLE,
+                                           "a role name or glob")
+        if (out["mask"]["identities"] or out["unmask"]["identities"]) \
+                and not out["shared_roles"]:
+            self.fail(m, "shared_roles" if "shared_roles" in m else "mask", "masking",
+                      "identities decide only for shared_roles: name the roles several "
+                      "programs share")
+        cols = m.get("columns")
+        if cols is None:
+            return out
+        if not isinstance(cols, dict):
+            self.fail(m, "columns", "masking.columns",
+                      "expected a mapping of schema.table.column to {class, method}")
+            return out
+        for key, value in cols.items():
+            at = f"masking.columns.{key}"
+            try:
+                schema, table, column = _column_key(str(key))
+            except ValueError as e:
+                self.fail(cols, key, at, str(e))
+                continue
+            spec = self.column_spec(cols, key, value, at)
+            if spec is not None:
+                out["columns"].append({"schema": schema, "table": table, "column": column,
+                                       **spec})
+        return out
+
+    def column_spec(self, parent: Any, key: Any, value: Any, at: str) -> dict[str, Any] | None:
+        if value is False or value == "off":
+            return {"class": None, "method": "off", "value": None}
+        if isinstance(value, str):
+            value = {"method": value}
+            parent = {key: value}
+        spec = self.mapping(parent, key, value, at, ("class", "method", "confidence", "value"))
+        if spec is None:
+            return None
+        cls, method, placeholder = spec.get("class"), spec.get("method"), spec.get("value")
+        ok = True
+        if cls is not None and cls not in PII_CLASSES:
+            hint = difflib.get_close_matches(str(cls), list(PII_CLASSES), n=1)
+            self.fail(spec, "class", f"{at}.class", f"unknown PII class {cls!r}" + (
+                f" (did you mean {hint[0]!r}?)" if hint else ""))
+            ok = False
+        if "method" in spec and method is None:
+            self.fail(spec, "method", f"{at}.method", "write 'null' in quotes (YAML reads a "
+                      "bare null as no value)")
+            ok = False
+        elif method is not None and method not in (*MASK_METHODS, "off"):
+            self.fail(spec, "method", f"{at}.method",
+                      f"expected one of {', '.join(MASK_METHODS)} or off, got {method!r}")
+            ok = False
+        if cls is None and method is None and "method" not in spec:
+            self.fail(parent, key, at, "give a class, a method, or both")
+            ok = False
+        conf = spec.get("confidence")
+        if conf is not None and (isinstance(conf, bool) or not isinstance(conf, (int, float))
+                                 or not 0 <= conf <= 1):
+            self.fail(spec, "confidence", f"{at}.confidence", "expected a number from 0 to 1")
+            ok = False
+        if (method == "placeholder") != (placeholder is not None):
+            self.fail(spec, "value" if "value" in spec else "method", f"{at}.value",
+                      "a placeholder value goes with method placeholder, and only with it")
+            ok = False
+        elif placeholder is not None and not isinstance(placeholder, (str, int, float)):
+            self.fail(spec, "value", f"{at}.value", "expected a text or number")
+            ok = False
+        if not ok:
+            return None
+        if method is None:
+            method = PII_CLASSES[cls]
+        return {"class": cls, "method": method,
+                "value": None if placeholder is None else str(placeholder)}
+
+    def protect_entries(self, top: CommentedMap, required: bool = True) -> list[dict[str, Any]]:
         entries = top.get("protect")
-        if not isinstance(entries, list) or not entries:
+        if not required and entries is None:
+            return []
+        if not isinstance(entries, list) or (required and not entries):
             self.fail(top, "protect" if "protect" in top else None, "protect",
                       "expected a non-empty list of protect entries")
             return []
@@ -259,6 +363,42 @@ class _Checker:
                 else:
                     self.fail(m, k, f"{at}.{k}", f"expected a row count (>= 0) or off, got {v!r}")
         return out
+
+
+def _column_key(text: str) -> tuple[str, str, str]:
+    """`schema.table.column` (parts "quoted" as in SQL when needed; unquoted parts fold to lower
+    case, as PostgreSQL reads them) -> its three names."""
+    parts, i, n = [], 0, len(text)
+    while i <= n:
+        if i < n and text[i] == '"':
+            j, chars = i + 1, []
+            while True:
+                if j >= n:
+                    raise ValueError(f"unterminated quoted name in {text!r}")
+                if text[j] == '"':
+                    if j + 1 < n and text[j + 1] == '"':
+                        chars.append('"')
+                        j += 2
+                        continue
+                    break
+                chars.append(text[j])
+                j += 1
+            part, i = "".join(chars), j + 1
+        else:
+            j = text.find(".", i)
+            j = n if j < 0 else j
+            part, i = text[i:j].strip().lower(), j
+        if not part:
+            raise ValueError(f"expected schema.table.column, got {text!r}")
+        parts.append(part)
+        if i >= n:
+            break
+        if text[i] != ".":
+            raise ValueError(f"unexpected {text[i]!r} after a quoted name in {text!r}")
+        i += 1
+    if len(parts) != 3:
+        raise ValueError(f"expected schema.table.column, got {text!r}")
+    return parts[0], parts[1], parts[2]
 
 
 def _position(node: Any, key: Any) -> tuple[int, int]:

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from pgwarden_ext import ledger, state
-from pgwarden_ext.policy import Compiled, glob_match
+from pgwarden_ext import ledger, mask, state
+from pgwarden_ext.policy import Compiled, PolicyError, glob_match
 
 TRIGGERED_KINDS = ("r", "p")
-_USER_SCHEMAS = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgwarden',"
-                 " 'pgwarden_dblink') AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'")
+_USER_SCHEMAS = ("n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                 " AND n.nspname !~ '^pgwarden' AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'")
 
 
 @dataclass(frozen=True)
@@ -161,8 +161,18 @@ def wanted_triggers(relkind: str, cols: dict[int, str]) -> dict[str, list[int] |
 
 
 def changes(plpy: Any, GD: dict[str, Any], doc: dict[str, Any]) -> list[dict[str, str]]:
-    """The exact diff between what is enforced and what `doc` asks for (see `apply_policy`)."""
-    return _diff(plpy, GD, Compiled(doc))[0]
+    """The exact diff between what is enforced and what `doc` asks for (see `apply_policy`),
+    masking included (mask.changes)."""
+    compiled = Compiled(doc)
+    return _diff(plpy, GD, compiled)[0] + _mask_rows(mask.changes, plpy, doc)
+
+
+def _mask_rows(fn: Any, *args: Any) -> list[dict[str, str]]:
+    try:
+        result = fn(*args)
+    except mask.MaskError as e:
+        raise PolicyError(str(e)) from None
+    return [c if isinstance(c, dict) else c.row() for c in result]
 
 
 def _diff(plpy: Any, GD: dict[str, Any], new: Compiled) -> tuple[list[dict[str, str]], Any]:
@@ -253,6 +263,7 @@ def apply_policy(plpy: Any, GD: dict[str, Any], doc: dict[str, Any], source: str
         plpy.execute(plpy.prepare(
             "UPDATE pgwarden.policy_head SET version = $1, epoch = epoch + 1", ["integer"]),
             [version])
+        diff = diff + _mask_rows(mask.apply, plpy, GD, doc)
     finally:
         st.busy = False
     ledger.stage(plpy, ledger.record(

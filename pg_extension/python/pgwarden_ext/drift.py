@@ -15,15 +15,19 @@ Each finding is {"severity": "high"|"medium", "kind", "object", "detail"}:
     table_grant       TRUNCATE or TRIGGER granted on a guarded table to a role other than its owner
     own_object_grant  privileges on pgwarden's objects beyond those the extension grants
     rewrite_rule      a rewrite rule involving a guarded relation (hides writes from the guard)
+    masking           masking cannot hold (a masked role owns a masked table, is a superuser);
+                      what apply would repair is reported as not_enforced (mask.changes)
+    agent_role        pgwarden_agent has attributes or memberships beyond logging in
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pgwarden_ext import apply, state
+from pgwarden_ext import apply, mask, state
 
-EVENT_TRIGGERS = ("pgwarden_sql_drop", "pgwarden_ddl_end", "pgwarden_table_rewrite")
+EVENT_TRIGGERS = ("pgwarden_sql_drop", "pgwarden_ddl_end", "pgwarden_table_rewrite",
+                  "pgwarden_mask_ddl_start", "pgwarden_mask_ddl_end", "pgwarden_mask_sql_drop")
 RUNTIME_FUNCTIONS = ("session_identity", "_raise", "_guard_write", "_guard_truncate",
                      "_guard_columns", "_guard_rewrite", "_guard_sql_drop", "_guard_ddl_end")
 
@@ -77,17 +81,20 @@ def findings(plpy: Any, GD: dict[str, Any]) -> list[dict[str, str]]:
             " ORDER BY 1, 2, 3"):
         add("medium", "table_grant", r["rel"], f"{r['priv']} granted to {r['grantee']}")
     for r in plpy.execute(plpy.prepare(
-            "SELECT p.oid::regprocedure::text AS obj, coalesce(g.rolname::text, 'PUBLIC') AS who"
+            "SELECT p.oid::regprocedure::text AS obj, coalesce(g.rolname::text, 'PUBLIC') AS who,"
+            " p.proname::text AS name"
             " FROM pg_catalog.pg_proc p, LATERAL aclexplode(p.proacl) a"
             " LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee"
             " WHERE p.pronamespace = 'pgwarden'::regnamespace AND a.grantee <> p.proowner"
             " AND coalesce(g.rolname, '') <> 'pgwarden_admin'"
             " AND NOT (a.grantee = 0 AND p.proname = ANY($1)) ORDER BY 1", ["name[]"]),
             [list(RUNTIME_FUNCTIONS)]):
+        if r["who"] in mask.EXPECTED_FUNCTION_GRANTS.get(r["name"], ()):
+            continue
         add("high", "own_object_grant", r["obj"], f"EXECUTE granted to {r['who']}")
     for r in plpy.execute(
             "SELECT c.oid::regclass::text AS obj, a.privilege_type AS priv,"
-            " coalesce(g.rolname::text, 'PUBLIC') AS who"
+            " coalesce(g.rolname::text, 'PUBLIC') AS who, c.relname::text AS name"
             " FROM pg_catalog.pg_class c, LATERAL aclexplode(c.relacl) a"
             " LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee"
             " WHERE c.relnamespace = 'pgwarden'::regnamespace AND a.grantee <> c.relowner"
@@ -95,7 +102,10 @@ def findings(plpy: Any, GD: dict[str, Any]) -> list[dict[str, str]]:
             " AND NOT (c.relname = 'policy_head' AND a.grantee = 0"
             "          AND a.privilege_type = 'SELECT')"
             " ORDER BY 1, 2"):
+        if r["priv"] == "SELECT" and r["who"] in mask.EXPECTED_TABLE_GRANTS.get(r["name"], ()):
+            continue
         add("high", "own_object_grant", r["obj"], f"{r['priv']} granted to {r['who']}")
     for r in apply.hiding_rules(plpy, None):
         add("medium", "rewrite_rule", f"{r['schema']}.{r['name']}", r["problem"])
+    out.extend(mask.drift_findings(plpy))
     return out

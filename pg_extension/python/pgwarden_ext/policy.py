@@ -16,6 +16,7 @@ Canonical document (every key present)::
                             "no_rewrite": "block",
                             "max_rows": {"action": "block", "statement": 500,
                                          "transaction": 5000, "opaque_statement": null}}}],
+     "masking": {...},                                           # optional: see mask.py
      "principals": [{"name": "migrations",
                      "match": {"roles": ["migrator"], "member_of": [], "identities": []},
                      "protect": [],                              # [] = every protect entry
@@ -152,6 +153,10 @@ def check(doc: Any) -> None:
         for name in p["protect"]:
             _expect(name in names, f"{at}.protect", f"names of protect entries, not {name!r}")
         _rules(p.get("rules"), f"{at}.rules", partial=True)
+    if "masking" in doc:
+        from pgwarden_ext import mask
+
+        mask.check(doc["masking"], lambda at, what: _expect(False, at, what))
 
 
 def _rules(rules: Any, at: str, partial: bool) -> None:
