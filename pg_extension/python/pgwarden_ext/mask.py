@@ -818,6 +818,7 @@ def lockdown(plpy: Any, want: State, tabs: dict[int, Table]) -> list[Change]:
                                    f"{quote_ident(names[g])}"]))
     # 3. leaky SECURITY DEFINER functions and views (through PUBLIC or direct grants)
     others = _other_roles(plpy, set(governed))
+    temp_others = _other_roles(plpy, {g for g, m in governed.items() if m == "role"})
     for obj in _leaky_objects(plpy, tree, cols):
         kind, priv, ident = obj["kind"], obj["priv"], obj["ident"]
         public = obj["public"]
@@ -845,9 +846,9 @@ def lockdown(plpy: Any, want: State, tabs: dict[int, Table]) -> list[Change]:
         sql = []
         if db["dflt"] or 0 in db["temp"]:
             sql.append(f"REVOKE TEMPORARY ON DATABASE {dbname} FROM PUBLIC")
-            if others:
+            if temp_others:
                 sql.append(f"GRANT TEMPORARY ON DATABASE {dbname} TO "
-                           + ", ".join(quote_ident(o) for o in others))
+                           + ", ".join(quote_ident(o) for o in temp_others))
         sql += [f"REVOKE TEMPORARY ON DATABASE {dbname} FROM {quote_ident(names[g])}"
                 for g in role_mode if g in db["temp"]]
         if sql:
