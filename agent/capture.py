@@ -33,6 +33,7 @@ log = logging.getLogger("pgwarden.agent")
 
 PREEXISTING_GEN = 2  # kernel generations are odd; user-space ones even
 RESCAN_INTERVAL_S = 2.0
+FULL_SCAN_INTERVAL_S = 30.0
 
 
 def make_clock() -> Clock:
@@ -80,11 +81,12 @@ class Capture:
         self.tracker = ClientTracker()
         self.sessions: dict[int, CapturedSession] = {}
         self.postmasters: dict[int, tuple[int, ...]] = {}  # pid -> TCP ports
+        self.candidates: set[int] = set()  # postgres processes not (yet) wanted: ports unknown
         self.counters = CaptureCounters()
         self._exited: list[tuple[CapturedSession, int]] = []
         self._epoll = select.epoll()
         self._epoll.register(probes.ctl_ring.map_fd, select.EPOLLIN)
-        self._last_rescan = 0.0
+        self._last_rescan = self._last_full_scan = time.monotonic()
 
     # -- events ------------------------------------------------------------------------------
 
@@ -152,19 +154,29 @@ class Capture:
         s.attach_mid_session(time.monotonic_ns())
 
     def _rescan(self) -> None:
-        """Safety net for what the probes cannot see: ports opened after exec, stale map entries."""
-        for pm in discovery.find_postmasters():
-            if self._wanted(pm.ports):
-                self._add_postmaster(pm.pid, pm.exe, pm.ports)
-        for pid in list(self.postmasters):
+        """Safety net for what the probes cannot see: ports opened after exec (a postmaster
+        listens only after start-up), exited postmasters; every FULL_SCAN_INTERVAL_S, the whole
+        of /proc (reading every process's name is not free on a busy host)."""
+        now = time.monotonic()
+        if now - self._last_full_scan > FULL_SCAN_INTERVAL_S:
+            self._last_full_scan = now
+            self.candidates.update(pm.pid for pm in discovery.find_postmasters()
+                                   if pm.pid not in self.postmasters)
+        for pid in set(self.postmasters) | self.candidates:
             if not os.path.exists(f"/proc/{pid}"):
-                del self.postmasters[pid]
+                self.postmasters.pop(pid, None)
+                self.candidates.discard(pid)
+                continue
+            ports = discovery.listen_ports(pid)
+            if self._wanted(ports) and (pid in self.candidates or self.postmasters[pid] != ports):
+                self.candidates.discard(pid)
+                self._add_postmaster(pid, f"/proc/{pid}/exe", ports)
         if not self.probes.joined_backends():
             self.probes.watch_joined(False)
         self.clock = make_clock()
         for s in self.sessions.values():
             s.clock = self.clock
-        self._last_rescan = time.monotonic()
+        self._last_rescan = now
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -213,6 +225,7 @@ class Capture:
             # The kernel tracks every new postgres at exec; with a port filter, only once a
             # rescan sees it listen on a wanted port (connections before that are not captured).
             self.probes.remove_postmaster(ev.tgid)
+            self.candidates.add(ev.tgid)
         elif ev.kind is CtlKind.POSTMASTER_EXEC:
             exe = f"/proc/{ev.tgid}/exe"
             try:
@@ -223,6 +236,7 @@ class Capture:
                 log.warning("postmaster %d (%s): %s", ev.tgid, ev.exe, e)
         elif ev.kind is CtlKind.POSTMASTER_EXIT:
             self.postmasters.pop(ev.tgid, None)
+            self.candidates.discard(ev.tgid)
 
     def _on_backend_start(self, ev: CtlEvent) -> None:
         old = self.sessions.get(ev.tgid)
