@@ -98,35 +98,30 @@ def check(m: Any, fail: Any) -> None:
 
 
 def glob_regex(glob: str) -> str:
-    """An anchored POSIX regex (PostgreSQL's ~) matching what fnmatchcase(name, glob) matches."""
-    out, i = ["^"], 0
-    while i < len(glob):
-        ch = glob[i]
+    """An anchored POSIX regex (PostgreSQL's ~) for an identity glob: ``*`` any characters,
+    ``?`` one character, everything else literal (no ``[...]`` sets: identities are names)."""
+    out = ["^"]
+    for ch in glob:
         if ch == "*":
             out.append(".*")
         elif ch == "?":
             out.append(".")
-        elif ch == "[" and "]" in glob[i + 2:] or glob[i:i + 2] == "[]":
-            j = glob.index("]", i + 2) if glob[i + 1:i + 2] in ("!", "]") else glob.index("]", i + 1)
-            body = glob[i + 1:j]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = j
         else:
             out.append(ch if ch.isalnum() or ch in "_- :/" else "\\" + ch)
-        i += 1
     return "".join(out) + "$"
 
 
 def identity_masked(mask_identities: list[str], unmask_identities: list[str],
                     identity: str | None) -> bool:
-    """The rule `pgwarden._identity_masks` applies in SQL (kept equal by a test)."""
-    if any(fnmatchcase(identity or UNATTESTED, g) for g in unmask_identities):
+    """The rule `pgwarden._identity_masks` applies in SQL (a test keeps them equal)."""
+    def match(globs: list[str], name: str) -> bool:
+        return any(re.match(glob_regex(g), name, re.S) for g in globs)
+
+    if match(unmask_identities, identity or UNATTESTED):
         return False
     if identity is None:
         return True
-    return any(fnmatchcase(identity, g) for g in mask_identities)
+    return match(mask_identities, identity)
 
 
 # -- masking expressions --------------------------------------------------------------------------
@@ -449,9 +444,15 @@ class Change:
                 "detail": self.detail}
 
 
-def changes(plpy: Any, doc: dict[str, Any]) -> list[Change]:
-    """Everything `apply` would do to make masking match `doc` (nothing is changed)."""
+def changes(plpy: Any, doc: dict[str, Any], keep_current: bool = False) -> list[Change]:
+    """Everything `apply` would do to make masking match `doc` (nothing is changed).
+
+    keep_current: also keep masking what is masked now (by OID and attnum), whatever the
+    policy's names say: what DDL does between two applies (a renamed column or table stays
+    masked; the next plan shows the difference for a human to decide)."""
     want, have = desired(plpy, doc), current(plpy)
+    if keep_current:
+        want.columns = {**want.columns, **have.columns}
     out: list[Change] = []
     for p in want.problems:
         out.append(Change("!", "mask role", p.split()[1], p))
@@ -507,7 +508,8 @@ def _view_changes(plpy: Any, want: State, tabs: dict[int, Table],
         "   AND c.relowner = 'pgwarden_mask_owner'::regrole, false) AS intact,"
         " v.inner_oid IS NULL OR EXISTS (SELECT FROM pg_catalog.pg_class i"
         "   WHERE i.oid = v.inner_oid AND i.relowner = 'pgwarden_mask_owner'::regrole)"
-        "   AS inner_ok"
+        "   AS inner_ok,"
+        " EXISTS (SELECT FROM pg_catalog.pg_class i WHERE i.oid = v.inner_oid) AS inner_exists"
         " FROM pgwarden.mask_view v LEFT JOIN pg_catalog.pg_class c ON c.oid = v.view_oid")}
     mask_roles = want.mode_roles("role")
     wanted: dict[tuple[int, str], Table] = {}
@@ -533,7 +535,7 @@ def _view_changes(plpy: Any, want: State, tabs: dict[int, Table],
         drop = []
         if h is not None and h["exists"]:
             drop.append(f"DROP VIEW IF EXISTS {h['name']}")
-        if h is not None and h["inner_oid"]:
+        if h is not None and h["inner_exists"]:
             drop.append(f"DROP VIEW IF EXISTS {INNER_SCHEMA}.r{key[0]}")
         drop.append(f"DELETE FROM pgwarden.mask_view WHERE relid = {int(key[0])}"
                     f" AND family = '{key[1]}'")
@@ -1055,9 +1057,21 @@ def on_ddl_start(plpy: Any, GD: dict[str, Any], tag: str, query: str) -> None:
         busy[0] = False
 
 
+# Commands after which views, grants or lock-down may need work (DROP: see on_sql_drop; role
+# memberships, role settings and database privileges fire no event trigger: apply and drift).
+RELEVANT_TAGS = frozenset({
+    "CREATE TABLE", "CREATE TABLE AS", "SELECT INTO", "ALTER TABLE", "CREATE VIEW",
+    "ALTER VIEW", "CREATE MATERIALIZED VIEW", "ALTER MATERIALIZED VIEW", "CREATE FOREIGN TABLE",
+    "ALTER FOREIGN TABLE", "CREATE FUNCTION", "ALTER FUNCTION", "CREATE PROCEDURE",
+    "ALTER PROCEDURE", "GRANT", "REVOKE", "ALTER SCHEMA", "CREATE RULE", "ALTER DEFAULT PRIVILEGES",
+    "IMPORT FOREIGN SCHEMA"})
+
+
 def on_ddl_end(plpy: Any, GD: dict[str, Any], commands: str, tag: str) -> str | None:
     """Recreate missing or stale views (table changed), mask new tables the policy names,
-    refuse changes to masking objects by anyone but pgwarden admins."""
+    re-apply the lock-down a GRANT or a new SECURITY DEFINER function re-opened (with a
+    NOTICE), refuse changes to masking objects by anyone but pgwarden admins (theirs are
+    repaired at once)."""
     if _busy(GD)[0]:
         return None
     cmds = json.loads(commands or "[]")
@@ -1073,18 +1087,21 @@ def on_ddl_end(plpy: Any, GD: dict[str, Any], commands: str, tag: str) -> str | 
                     "(rule guard_integrity): masking views belong to pgwarden",
                     "detail": "masking views are generated by pgwarden policy apply",
                     "hint": "change the masking section of pgwarden.yaml instead"})
+    if not any(c["tag"] in RELEVANT_TAGS for c in cmds):
+        return None
     doc = applied_doc(plpy)
     if doc is None or not (doc.get("masking") or {}).get("columns"):
         return None
-    plan = [c for c in changes(plpy, doc)
-            if c.kind in ("mask view", "mask schema", "mask grant")
+    plan = [c for c in changes(plpy, doc, keep_current=True)
+            if c.kind in ("mask view", "mask schema", "mask grant", "lockdown")
             or (c.kind == "mask column" and c.change == "+")]
-    if not plan:
+    if not any(c.sql or c.kind == "mask column" for c in plan):
         return None
     busy = _busy(GD)
     busy[0] = True
     try:
         want = desired(plpy, doc)
+        want.columns = {**want.columns, **current(plpy).columns}
         for (relid, attnum), s in want.columns.items():
             q(plpy, "INSERT INTO pgwarden.mask_column (relid, attnum, class, method, value)"
                     " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (relid, attnum) DO NOTHING",
@@ -1093,6 +1110,8 @@ def on_ddl_end(plpy: Any, GD: dict[str, Any], commands: str, tag: str) -> str | 
         for c in plan:
             for sql in c.sql:
                 plpy.execute(sql)
+            if c.kind == "lockdown" and c.sql:
+                plpy.notice(f"pgwarden: masking lock-down: {c.object}: {c.detail}")
         if any(c.kind == "mask column" for c in plan):
             _write_rules(plpy, want)
     finally:
