@@ -23,7 +23,7 @@ import msgpack
 import pytest
 from sqlalchemy import func, select
 
-from agent.collector import schema
+from agent.collector import migrations, schema
 from agent.collector.storage import open_store
 from agent.pgcluster import PgCluster, wait_for
 
@@ -190,9 +190,10 @@ def test_status_line_names_address_store_and_schema(collector: CollectorProcess)
     line = collector.status_line
     assert line.startswith(f"pgwarden collector listening on http://127.0.0.1:{collector.port}")
     kind = "postgresql" if collector.store.startswith("postgresql") else "sqlite"
-    assert f"store {kind} " in line and line.endswith("schema version 1")
+    latest = migrations.LATEST_VERSION
+    assert f"store {kind} " in line and line.endswith(f"schema version {latest}")
     health = httpx.get(f"{collector.url}/v1/health", timeout=30).json()
-    assert health == {"status": "ok", "schema_version": 1, "store": kind}
+    assert health == {"status": "ok", "schema_version": latest, "store": kind}
 
 
 def test_sigterm_and_sigint_stop_cleanly(tmp_path: Path) -> None:

@@ -245,20 +245,24 @@ def session(session_id: str, limit: int | None, as_json: bool, store: str | None
 @click.option("--session", "session_id", metavar="ID", help="Only this session (full id).")
 @click.option("--blocked", is_flag=True,
               help="Only statements a pgwarden guardrail refused (flag blocked, SQLSTATE PW001).")
+@click.option("--masked", is_flag=True,
+              help="Only statements of sessions pgwarden masked that reference a table with "
+                   "masked columns; each lists those columns (masked_columns).")
 @output_options
 @store_options
 def statements(user: str | None, database: str | None, client_exe: str | None,
                since: int | None, until: int | None, table: Relation | None, error: bool,
                sqlstate: str | None, sql_like: str | None, session_id: str | None,
-               blocked: bool, limit: int | None, as_json: bool, store: str | None,
-               config_path: str | None) -> None:
+               blocked: bool, masked: bool, limit: int | None, as_json: bool,
+               store: str | None, config_path: str | None) -> None:
     """List captured statements, oldest first, with their session and client.
 
     Filters combine with AND. Without --limit a table shows the latest 50 matches and
     says how many more there are; --json prints every match, one object per line, with
     session_id, backend_pid, user, database, application_name, client_addr, client_port,
     client_pid, client_exe, protocol, statement, fingerprint, command_tag, rows, sqlstate,
-    started_at (UTC, microseconds), duration_us, tables, flags and every other stored field.
+    started_at (UTC, microseconds), duration_us, tables, masked_columns, flags and every other
+    stored field.
     --since/--until apply to the time the backend read the statement.
 
     Exit status: 0 on success, also when nothing matches; 1 when the store is missing
@@ -271,13 +275,14 @@ def statements(user: str | None, database: str | None, client_exe: str | None,
       pgwarden statements --error --sqlstate 42501
       pgwarden statements --sql-like 'delete from %' --client-exe python
       pgwarden statements --blocked --since 1d
+      pgwarden statements --masked --since 1d   # who read masked columns, which ones
     """
     from agent.collector import query, render
 
     flt = query.StatementFilter(
         user=user, database=database, client_exe=client_exe, since_us=since, until_us=until,
         table=table, error=error, sqlstate=sqlstate, sql_like=sql_like, session_id=session_id,
-        blocked=blocked)
+        blocked=blocked, masked=masked)
     effective = _effective_limit(limit, as_json)
     with _opened_store(store, config_path) as opened:
         rows = query.find_statements(opened, flt, limit=effective)

@@ -172,6 +172,11 @@ EVENT_FIELDS: Mapping[str, Mapping[str, Field]] = {
     "cancel.requested": {
         "target_backend_pid": (_int, REQ), "session_id": (_str, OPT),
     },
+    "session.attested": {
+        "session_id": (_str, REQ), "attested": (_bool, OPT), "identity": (_str, OPT),
+        "session_user": (_str, OPT), "masked": (_bool, OPT),
+        "masked_columns": (_array_of(_str, "str"), OPT), "reason": (_str, OPT),
+    },
     "agent.stats": {
         "events": (_int, OPT), "statements": (_int, OPT), "sessions": (_int, OPT),
         "drops": (_map_of(_int, "int"), OPT), "spool_bytes": (_int, OPT),

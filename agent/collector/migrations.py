@@ -147,8 +147,26 @@ def _m0001_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m0002_masking(conn: Connection) -> None:
+    """session.attested: identity and masking decision on sessions, masked columns per session."""
+    quote = conn.dialect.identifier_preparer.quote
+    for name, type_ in (("attested_us", BigInteger()), ("identity", Text()),
+                        ("masked", Boolean()), ("masked_columns", JSON(none_as_null=True))):
+        conn.execute(text(f"ALTER TABLE sessions ADD COLUMN {quote(name)} "
+                          f"{type_.compile(dialect=conn.dialect)}"))
+    md = MetaData()
+    Table("session_masked_columns", md,
+          Column("session_id", Text, nullable=False), Column("schema_name", Text, nullable=False),
+          Column("relation_name", Text, nullable=False),
+          Column("column_name", Text, nullable=False),
+          Index("session_masked_columns_session_idx", "session_id"),
+          Index("session_masked_columns_relation_idx", "relation_name", "schema_name"))
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _m0001_initial),
+    Migration(2, "masking decisions of sessions", _m0002_masking),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -18,6 +18,9 @@ Statement rows carry the statement's own fields, its session's (user, database, 
                             backslash escapes)
     session_id              exactly this session
     blocked                 refused by a pgwarden guardrail: flag `blocked` or SQLSTATE PW001
+    masked                  run by a session the database masked (session.attested) and
+                            referencing a table with masked columns; each such statement
+                            lists those columns in `masked_columns` (who saw what, masked)
 
 Errors: StoreUnavailable (from storage), SessionNotFound, AmbiguousSession.
 """
@@ -29,7 +32,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from pglast.stream import maybe_double_quote_name
+from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select
 
 from agent.collector import schema
 from agent.collector.relations import Relation
@@ -47,7 +51,7 @@ _SESSION_EXTRA_OF_STATEMENT = (
     "client_uid", "client_user", "client_cmdline", "client_comm", "client_cgroup",
     "client_systemd_unit", "client_container_id", "identity_source", "transport", "tls",
     "backend_start_us", "startup_params", "protocol_version", "attached_mid_session",
-    "capture_source")
+    "capture_source", "identity", "masked")
 _STATEMENT_LEADING = ("protocol", "statement", "fingerprint", "command_tag", "rows", "sqlstate")
 _STATEMENT_TRAILING = (
     "seq", "query_seq", "ts_us", "statement_raw", "statement_name", "portal", "error_message",
@@ -82,6 +86,7 @@ class StatementFilter:
     sql_like: str | None = None
     session_id: str | None = None
     blocked: bool = False
+    masked: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,9 +125,11 @@ def find_statements(store: Store, flt: StatementFilter = StatementFilter(), *,
                 query.order_by(st.c.ts_us, st.c.id))
             chunks = result.partitions()
         for chunk in chunks:
-            tables = _tables_of(conn, [row.id for row in chunk])
+            ids = [row.id for row in chunk]
+            tables, masked = _tables_of(conn, ids), _masked_columns_of(conn, ids)
             for row in chunk:
-                yield _statement_dict(row._mapping, tables.get(row.id, []))
+                yield _statement_dict(row._mapping, tables.get(row.id, []),
+                                      masked.get(row.id, []))
 
 
 def count_statements(store: Store, flt: StatementFilter = StatementFilter()) -> int:
@@ -173,7 +180,36 @@ def _statement_conditions(flt: StatementFilter) -> list[ColumnElement[bool]]:
         conds.append(or_(
             exists().where(flags.c.statement_id == st.c.id, flags.c.flag == "blocked"),
             st.c.sqlstate == "PW001"))
+    if flt.masked:
+        t, m = schema.statement_tables, schema.session_masked_columns
+        conds.append(exists().where(t.c.statement_id == st.c.id, *_masked_match(t, m)))
     return conds
+
+
+def _masked_match(t: Any, m: Any) -> list[ColumnElement[bool]]:
+    """statement_tables row `t` names the table of masked column `m` of the statement's session:
+    same name, and no schema (the search path led to it), the table's schema or one of the
+    masking view schemas pgwarden generates for it (pgwarden_mask_<schema>, pgwarden_gate_...)."""
+    return [m.c.session_id == st.c.session_id, m.c.relation_name == t.c.relation_name,
+            or_(t.c.schema_name.is_(None), t.c.schema_name == m.c.schema_name,
+                t.c.schema_name == literal("pgwarden_mask_") + m.c.schema_name,
+                t.c.schema_name == literal("pgwarden_gate_") + m.c.schema_name)]
+
+
+def _masked_columns_of(conn: Any, ids: list[int]) -> dict[int, list[str]]:
+    """statement id -> the masked columns (schema.table.column) of the tables it references."""
+    if not ids:
+        return {}
+    t, m = schema.statement_tables, schema.session_masked_columns
+    rows = conn.execute(
+        select(t.c.statement_id, m.c.schema_name, m.c.relation_name, m.c.column_name)
+        .select_from(t.join(st, st.c.id == t.c.statement_id).join(m, and_(*_masked_match(t, m))))
+        .where(t.c.statement_id.in_(ids))).all()
+    found: dict[int, set[str]] = {}
+    for sid, schema_name, relation, column in rows:
+        name = f"{Relation(schema_name, relation)}.{maybe_double_quote_name(column)}"
+        found.setdefault(sid, set()).add(name)
+    return {sid: sorted(names) for sid, names in found.items()}
 
 
 def _references(relation: Relation) -> ColumnElement[bool]:
@@ -199,13 +235,14 @@ def _tables_of(conn: Any, ids: list[int]) -> dict[int, list[str]]:
     return found
 
 
-def _statement_dict(row: Any, tables: list[str]) -> dict[str, Any]:
+def _statement_dict(row: Any, tables: list[str], masked: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"session_id": row["session_id"]}
     out.update((k, row[k]) for k in _SESSION_FIELDS_OF_STATEMENT)
     out.update((k, row[k]) for k in _STATEMENT_LEADING)
     out["started_at"] = iso_utc(row["ts_us"])
     out["duration_us"] = row["duration_us"]
     out["tables"] = tables
+    out["masked_columns"] = masked
     out.update((k, row[k]) for k in _STATEMENT_TRAILING)
     out["flags"] = out["flags"] or []
     out.update((k, row[k]) for k in _SESSION_EXTRA_OF_STATEMENT)
@@ -333,12 +370,17 @@ def _timeline_entries(store: Store, session: dict[str, Any]) -> Iterator[dict[st
             {"kind": "cancel", "ts_us": r.ts_us, "target_backend_pid": r.target_backend_pid,
              "from_session_id": r.session_id, "id": r.id}
             for r in conn.execute(select(c).where(*cancel_window).order_by(c.c.ts_us, c.c.id))]
+    if session.get("attested_us") is not None:
+        marks.append({"kind": "session.attested", "ts_us": session["attested_us"],
+                      "identity": session["identity"], "masked": session["masked"],
+                      "masked_columns": session["masked_columns"] or []})
     if end is not None:
         marks.append({"kind": "session.ended", "ts_us": end, "reason": session["end_reason"],
                       "sqlstate": session["end_sqlstate"], "message": session["end_message"],
                       "statements": session["end_statements"], "bytes_in": session["bytes_in"],
                       "bytes_out": session["bytes_out"]})
-    rank = {"session.started": 0, "statement": 1, "gap": 1, "cancel": 1, "session.ended": 2}
+    rank = {"session.started": 0, "session.attested": 1, "statement": 1, "gap": 1, "cancel": 1,
+            "session.ended": 2}
 
     def order(entry: dict[str, Any]) -> tuple[int, int]:
         return entry["ts_us"], rank[entry["kind"]]

@@ -110,8 +110,10 @@ def print_statements(console: Console, rows: Iterable[dict[str, Any]], hidden: i
         outcome = result(row)
         if row["duration_us"] is not None:
             outcome.append(f"\n{duration(row['duration_us'])}", style="dim")
-        table.add_row(times.cell(row["ts_us"]), row["session_id"][:8], _who(row),
-                      statement_text(row["statement"]), outcome)
+        text = statement_text(row["statement"])
+        if row.get("masked_columns"):
+            text.append("\nmasked: " + ", ".join(row["masked_columns"]), style="magenta")
+        table.add_row(times.cell(row["ts_us"]), row["session_id"][:8], _who(row), text, outcome)
     _print(console, table, len(rows), hidden, "statements")
     return len(rows)
 
@@ -162,6 +164,11 @@ def print_session(console: Console, session: dict[str, Any],
         ("from", _origin(session)),
         ("backend pid", str(session.get("backend_pid") or "")),
         ("identity", session.get("identity_source") or "unattested"),
+        ("attested as", session.get("identity") or ("unattested" if session.get("attested_us")
+                                                    is not None else "")),
+        ("masked", "" if session.get("masked") is None else
+         ("yes: " + ", ".join(session.get("masked_columns") or []) if session["masked"]
+          else "no (real values)")),
         ("started", iso_local(start) + ("" if session["started_us"] is not None
                                         else " (first seen; start not captured)")),
         ("ended", iso_local(session["ended_us"]) + (f" ({session['end_reason']})"
@@ -185,9 +192,15 @@ def print_session(console: Console, session: dict[str, Any],
         shown += 1
         kind = entry["kind"]
         if kind == "statement":
-            table.add_row(times.cell(entry["ts_us"]), str(entry["seq"]),
-                          statement_text(entry["statement"]), result(entry),
+            text = statement_text(entry["statement"])
+            if entry.get("masked_columns"):
+                text.append("\nmasked: " + ", ".join(entry["masked_columns"]), style="magenta")
+            table.add_row(times.cell(entry["ts_us"]), str(entry["seq"]), text, result(entry),
                           duration(entry["duration_us"]))
+        elif kind == "session.attested":
+            what = (f"identity attested: {entry['identity'] or 'unknown program'}; "
+                    + ("masked" if entry["masked"] else "not masked"))
+            table.add_row(times.cell(entry["ts_us"]), "", Text(what, style="green"), "", "")
         elif kind == "gap":
             table.add_row(times.cell(entry["ts_us"]), "", Text(
                 f"capture gap: {entry['bytes'] or 0} {entry['direction']} bytes not seen "

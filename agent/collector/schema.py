@@ -101,6 +101,11 @@ sessions = Table(
     Column("first_seen_us", BigInteger, nullable=False),
     Column("last_seen_us", BigInteger, nullable=False),
     Column("statements_stored", BigInteger, nullable=False, server_default="0"),
+    # session.attested (migration 2): what the database decided for this backend
+    Column("attested_us", BigInteger),
+    Column("identity", Text),
+    Column("masked", Boolean),
+    Column("masked_columns", Json),
     Index("sessions_started_idx", "started_us"),
     Index("sessions_user_idx", "user"),
     Index("sessions_database_idx", "database"),
@@ -149,6 +154,17 @@ statement_tables = Table(
     Index("statement_tables_statement_idx", "statement_id"),
     Index("statement_tables_relation_idx", "relation_name", "schema_name"),
 )
+
+session_masked_columns = Table(
+    "session_masked_columns", metadata,
+    Column("session_id", Text, nullable=False),
+    Column("schema_name", Text, nullable=False),
+    Column("relation_name", Text, nullable=False),
+    Column("column_name", Text, nullable=False),
+    Index("session_masked_columns_session_idx", "session_id"),
+    Index("session_masked_columns_relation_idx", "relation_name", "schema_name"),
+)
+"""The columns masked for a session (session.attested), one row each, for --masked."""
 
 statement_flags = Table(
     "statement_flags", metadata,

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from agent.collector import schema
 from agent.collector.ingest import Batch
-from agent.collector.relations import Relation, RelationCache
+from agent.collector.relations import Relation, RelationCache, split_qualified_name
 
 _STARTED_KEYS = ("backend_pid", "backend_start_us", "user", "database", "application_name",
                  "startup_params", "protocol_version", "transport", "tls", "client_addr",
@@ -52,6 +52,9 @@ class PreparedBatch:
     gaps: list[dict[str, Any]] = field(default_factory=list)
     cancels: list[dict[str, Any]] = field(default_factory=list)
     agent_stats: dict[str, Any] | None = None
+    # session_id -> its masked columns (schema, relation, column), from its latest
+    # session.attested in the batch; replaces what the store holds for that session
+    masked_columns: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
 
 
 def prepare(batch: Batch, relations: RelationCache, received_us: int) -> PreparedBatch:
@@ -98,6 +101,14 @@ def prepare(batch: Batch, relations: RelationCache, received_us: int) -> Prepare
             prepared.statement_relations.append(
                 relations.relations(event["statement"], event["fingerprint"]))
             prepared.statement_flags.append(tuple(flags or ()))
+        elif etype == "session.attested":
+            columns = event["masked_columns"] or []
+            merge(touch(event["session_id"], ts_us), {
+                "attested_us": ts_us, "identity": event["identity"], "masked": event["masked"],
+                "masked_columns": columns if event["masked"] is not None else None})
+            if event["masked"] is not None:
+                prepared.masked_columns[event["session_id"]] = [
+                    parts for parts in (_column_parts(c) for c in columns) if parts]
         elif etype == "capture.gap":
             touch(event["session_id"], ts_us)
             prepared.gaps.append({"agent_id": agent_id, "session_id": event["session_id"],
@@ -131,6 +142,22 @@ def write(conn: Connection, prepared: PreparedBatch) -> None:
         conn.execute(schema.cancels.insert(), prepared.cancels)
     if prepared.agent_stats is not None:
         _upsert_agent_stats(conn, prepared.agent_stats)
+    if prepared.masked_columns:
+        t = schema.session_masked_columns
+        conn.execute(t.delete().where(t.c.session_id.in_(list(prepared.masked_columns))))
+        rows = [{"session_id": sid, "schema_name": s_, "relation_name": r, "column_name": c}
+                for sid, cols in prepared.masked_columns.items() for s_, r, c in cols]
+        if rows:
+            _bulk_insert(conn, t, rows)
+
+
+def _column_parts(name: str) -> tuple[str, str, str] | None:
+    """schema.table.column (SQL quoting) -> its parts; None when it is not one."""
+    try:
+        parts = split_qualified_name(name)
+    except ValueError:
+        return None
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
 
 
 def _insert(conn: Connection, table: Table) -> Any:
