@@ -360,3 +360,32 @@ def test_unattested_masked_by_default_per_policy(mc: MaskedCluster) -> None:
             assert out["masked"] is masked
             email = conn.execute("SELECT email FROM customers WHERE id = 1").fetchone()[0]
             assert (email == mc.customers[0]["email"]) is not masked
+
+
+def test_identity_command(mc: MaskedCluster, db: str) -> None:
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    with psycopg.connect(mc.dsn(db, "app", application_name="billing"),
+                         autocommit=True) as forged, \
+            psycopg.connect(mc.dsn(db, "app"), autocommit=True) as billing:
+        mc.attest(db, billing, {"service": "billing", "exe": "/usr/bin/python3", "pid": 77})
+        res = CliRunner().invoke(main, ["identity", "--dsn", mc.dsn(db), "--json"])
+        assert res.exit_code == 0, res.output
+        rows = {r["pid"]: r for r in map(json.loads, res.output.splitlines())}
+        assert rows[billing.info.backend_pid]["identity"] == "billing"
+        assert rows[billing.info.backend_pid]["masked"] is False
+        assert rows[forged.info.backend_pid]["application_name"] == "billing"
+        assert rows[forged.info.backend_pid]["attested"] is False
+        assert rows[forged.info.backend_pid]["masked"] is True
+        text = CliRunner().invoke(main, ["identity", "--dsn", mc.dsn(db), "--all-databases"])
+        assert text.exit_code == 0
+        line = [x for x in text.output.splitlines() if x.startswith(str(billing.info.backend_pid))]
+        assert "billing" in line[0] and "no (identity)" in line[0] and "exe /usr/bin/python3" \
+            in line[0]
+        forged_line = [x for x in text.output.splitlines()
+                       if x.startswith(str(forged.info.backend_pid))][0]
+        assert "unattested" in forged_line and "yes (identity)" in forged_line
+    denied = CliRunner().invoke(main, ["identity", "--dsn", mc.dsn(db, "app")])
+    assert denied.exit_code == 1 and "permission denied" in denied.output

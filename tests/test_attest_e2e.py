@@ -1,0 +1,98 @@
+"""END TO END, ONCE THE CAPTURE SIDE IS WIRED (issue 4): the real agent attests every session.
+
+`pgwarden agent run --config FILE` with ``[identity] attest_dsn`` and ``[[identity.services]]``
+must create an agent.attest.Attestor, call ``Attestor.submit(database, backend_pid,
+backend_start_us, client)`` when a session's StartupMessage is decoded, and emit a
+``session.attested`` event (docs/events.md) from each AttestResult. Then two programs sharing
+one DB role get real and masked values by who they are, without any registration by the test,
+and the collector knows which statements read masked columns.
+
+Until agent.stack.AgentProcess takes ``config_path`` (and the agent reads the [identity]
+section), this test is an expected failure (TypeError from AgentProcess); it is strict, so the
+day the wiring lands it passes and the marker must be removed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agent.cli import main
+from agent.masking.testing import MaskedCluster
+from agent.pgcluster import make_workdir, wait_for
+from agent.stack import AgentProcess, CollectorProcess
+
+pytestmark = [pytest.mark.pg, pytest.mark.bpf]
+
+PROGRAM = textwrap.dedent("""\
+    import json, sys, time, psycopg
+    conn = psycopg.connect(sys.argv[1], autocommit=True)
+    for _ in range(200):  # until the agent's registration lands (fail closed before)
+        if conn.execute("SELECT pgwarden.session_identity()").fetchone()[0] is not None:
+            break
+        time.sleep(0.05)
+    rows = conn.execute("SELECT full_name, email, card_number FROM customers WHERE id = 3"
+                        ).fetchall()
+    print(json.dumps({"identity": conn.execute("SELECT pgwarden.session_identity()"
+                                                ).fetchone()[0], "rows": rows}))
+    """)
+
+
+@pytest.fixture(scope="module")
+def mc() -> Iterator[MaskedCluster]:
+    m = MaskedCluster(rows=20).start()
+    yield m
+    m.destroy()
+
+
+@pytest.mark.xfail(raises=TypeError, strict=True,
+                   reason="waits for the capture side: AgentProcess(config_path=...) and the "
+                          "agent creating an Attestor from [identity] (issue 4)")
+def test_agent_attests_sessions_and_the_collector_knows_who_saw_masked_data(
+        mc: MaskedCluster) -> None:
+    db = mc.new_db()
+    work = make_workdir("pgwarden-attest-e2e-")
+    program = work / "client_program.py"
+    program.write_text(PROGRAM)
+    config = work / "config.toml"
+    config.write_text(
+        "[identity]\n"
+        f'attest_dsn = "{mc.dsn("{database}", "pgwarden_agent")}"\n'
+        '[[identity.services]]\nname = "ai-agent"\ncmdline = "client_program\\\\.py .* ai$"\n'
+        '[[identity.services]]\nname = "billing"\ncmdline = "client_program\\\\.py .* billing$"\n')
+    store = str(work / "collector.db")
+    collector = CollectorProcess(store, log_path=work / "collector.log").start()
+    agent = AgentProcess(collector.url, work / "agent", ports=(mc.cluster.port,),  # type: ignore[call-arg]
+                         log_path=work / "agent.log", config_path=config).start()
+    try:
+        seen = {}
+        for name in ("billing", "ai"):
+            out = subprocess.run([sys.executable, str(program), mc.dsn(db, "app"), name],
+                                 capture_output=True, text=True, timeout=60, check=True)
+            seen[name] = json.loads(out.stdout)
+        row = mc.customers[2]
+        assert seen["billing"] == {"identity": "billing", "rows": [[row["full_name"],
+                                                                    row["email"],
+                                                                    row["card_number"]]]}
+        assert seen["ai"]["identity"] == "ai-agent" and mc.leaks(json.dumps(seen["ai"])) == []
+
+        def masked_statements() -> list[dict]:  # type: ignore[type-arg]
+            res = CliRunner().invoke(main, ["statements", "--store", store, "--masked",
+                                            "--json"])
+            return [json.loads(line) for line in res.stdout.splitlines()]
+
+        rows = wait_for(lambda: [r for r in masked_statements()
+                                 if "card_number" in (r["statement"] or "")], timeout=60)
+        assert rows and all(r["identity"] == "ai-agent" for r in rows)
+        assert "app.customers.card_number" in rows[0]["masked_columns"]
+    finally:
+        agent.stop()
+        collector.stop()
+    assert Path(work).exists()
