@@ -6,8 +6,13 @@ At saturation (4 clients, select-only `-S` and tpcb-like), runs are interleaved 
 (direct, agent, pgbouncer), so the machine's drift hits all three alike (this host is noisy:
 ±15% run to run); the medians and their ratios to direct are printed with the agent's drop
 counts. At a fixed rate (`-R`, default 5,000 tx/s, select-only) it prints p50/p99 latency with and
-without the agent and the agent's CPU seconds per 100,000 statements. The agent ships to a
-collector on this same host (its CPU is not counted in the agent's, but competes for the cores).
+without the agent and the agent's CPU seconds per 100,000 statements.
+
+Two agent setups: "agent+coll" ships to a collector on this same host, whose ingest competes
+for the two cores; "agent" models a collector on another host (the usual deployment) with an
+unreachable collector URL: the agent does all its work (capture, decode, normalize, batch,
+serialize, write the spool) but sends nothing. Each agent run gets a fresh state directory, so
+no spooled backlog from an earlier run is replayed into a later one.
 Prints figures; asserts nothing.
 """
 
@@ -17,6 +22,7 @@ import argparse
 import os
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +30,12 @@ from agent.pgcluster import PG_BIN, PgCluster, free_port, make_workdir
 from agent.stack import AgentProcess, CollectorProcess
 
 CLIENTS = 4
+SETUPS = ("direct", "agent", "agent+coll", "pgbouncer")
+UNREACHABLE = "http://127.0.0.1:9"  # discard port: nothing listens; batches stay spooled
+
+
+def fresh_dir(work: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix="agent-", dir=work))
 
 
 class Pgbouncer:
@@ -114,10 +126,11 @@ def main() -> None:
     try:
         for rnd in range(1, args.rounds + 1):
             for workload, flags in (("select-only", ["-S"]), ("tpcb-like", [])):
-                for setup in ("direct", "agent", "pgbouncer"):
+                for setup in SETUPS:
                     agent = None
-                    if setup == "agent":
-                        agent = AgentProcess(collector.url, work / "agent", ports=(cluster.port,),
+                    if setup.startswith("agent"):
+                        url = collector.url if setup == "agent+coll" else UNREACHABLE
+                        agent = AgentProcess(url, fresh_dir(work), ports=(cluster.port,),
                                              log_path=work / "agent.log").start()
                     port = bouncer.port if setup == "pgbouncer" else cluster.port
                     out = pgbench(port, *flags, "-n", "-c", str(CLIENTS), "-j", "2", "-T",
@@ -128,7 +141,7 @@ def main() -> None:
                         for k, v in agent.status()["drops"].items():
                             drops[k] = drops.get(k, 0) + v
                         agent.stop()
-                    print(f"round {rnd} {workload:11s} {setup:9s} {results[(workload, setup)][-1]:9.0f} tps",
+                    print(f"round {rnd} {workload:11s} {setup:10s} {results[(workload, setup)][-1]:9.0f} tps",
                           flush=True)
 
         print(f"\nSaturation, {CLIENTS} clients, {args.seconds} s runs, {args.rounds} rounds, "
@@ -136,15 +149,15 @@ def main() -> None:
         for workload in ("select-only", "tpcb-like"):
             direct = statistics.median(results[(workload, "direct")])
             line = [f"  {workload:11s} direct {direct:8.0f}"]
-            for setup in ("agent", "pgbouncer"):
+            for setup in SETUPS[1:]:
                 m = statistics.median(results[(workload, setup)])
                 line.append(f"{setup} {m:8.0f} ({m / direct:.2f})")
             print("  ".join(line))
         print(f"  agent drops over all runs: {drops or 'none'}")
 
-        print(f"\nFixed rate {args.rate} tx/s select-only, {args.seconds} s:")
+        print(f"\nFixed rate {args.rate} tx/s select-only, {args.seconds} s (agent, collector elsewhere):")
         base = latencies_us(cluster.port, work, args.rate, args.seconds)
-        agent = AgentProcess(collector.url, work / "agent", ports=(cluster.port,),
+        agent = AgentProcess(UNREACHABLE, fresh_dir(work), ports=(cluster.port,),
                              log_path=work / "agent.log").start()
         cpu0 = agent_cpu_s(agent)
         st0 = agent.status()["counters"].get("statements", 0)
