@@ -387,9 +387,141 @@ def test_extended_protocol_helpers_cannot_be_misused(gc: GuardedCluster, db: str
     # decide: a forged call changes nothing and cannot lend an exception to anyone
     before = gc.snapshot(db)
     with psycopg.connect(gc.dsn(db, "app_rw"), autocommit=True) as conn:
-        conn.execute("SELECT pgwarden._guard_write('app.orders'::regclass, 'DELETE', 1,"
-                     " 'migrator', 'migrator', 1, 0, NULL, false, 'DELETE FROM app.orders')")
+        conn.execute("SELECT pgwarden._guard_write('app.orders'::regclass, 'DELETE', 1, false,"
+                     " 'DELETE FROM app.orders', '1', 'migrator', 1, 0)")
+        conn.execute("SELECT pgwarden._guard_write_check('app.orders'::regclass, 'DELETE', 1,"
+                     " false, 'DELETE FROM app.orders WHERE id = 1', 'migrator')")
         with pytest.raises(psycopg.Error) as e:
             conn.execute("DELETE FROM app.orders")
         assert e.value.sqlstate == "PW001"
+    assert gc.snapshot(db) == before
+
+
+# -- the per-backend caches of the hot path (pgwarden._guard_write) ---------------------------
+
+FORGED = [
+    # a made-up transaction id, a negative row count, another principal, another policy head
+    "SELECT pgwarden._guard_write('app.orders'::regclass, 'UPDATE', -100000, false,"
+    " 'UPDATE app.orders SET status = 1 WHERE id = 1', '{xid}', 'migrator', 0, 0)",
+    "SELECT pgwarden._guard_write('app.orders'::regclass, 'UPDATE', -100000, false,"
+    " 'UPDATE app.orders SET status = 1 WHERE id = 1', '{real}', 'app_rw', {version}, {epoch})",
+    "SELECT pgwarden._guard_write_check('app.orders'::regclass, 'UPDATE', -100000, false,"
+    " 'UPDATE app.orders SET status = 1 WHERE id = 1', 'migrator')",
+]
+
+
+def test_forged_calls_cannot_reset_the_transaction_count(gc: GuardedCluster, db: str) -> None:
+    # 4 x 450 rows is under the 2000-row transaction limit; after forged calls claiming other
+    # transactions and negative row counts, a fifth batch must still trip it
+    before = gc.snapshot(db)
+    with psycopg.connect(gc.dsn(db, "app_rw")) as conn:
+        with pytest.raises(psycopg.Error) as e:
+            for i in range(5):
+                conn.execute("UPDATE app.orders SET status = %s WHERE id > %s AND id <= %s",
+                             ("b", i * 450, (i + 1) * 450), prepare=True)
+                real = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+                version, epoch = conn.execute(
+                    "SELECT version, epoch FROM pgwarden.policy_head").fetchone()
+                for n, sql in enumerate(FORGED * 20):
+                    conn.execute(sql.format(xid=int(real) + 1 + n, real=real, version=version,
+                                            epoch=epoch))
+        assert e.value.sqlstate == "PW001" and e.value.diag.constraint_name == "max_rows"
+        assert "per transaction" in e.value.diag.message_detail
+    assert gc.snapshot(db) == before
+
+
+def test_forged_verdicts_do_not_stick(gc: GuardedCluster, db: str) -> None:
+    # run the restricted shape, ask the full check about made-up texts, then send the
+    # unrestricted statement in the same backend: it is judged by its own text
+    before = gc.snapshot(db)
+    with psycopg.connect(gc.dsn(db, "app_rw"), autocommit=True) as conn:
+        conn.execute("UPDATE app.scratch SET v = 1 WHERE id = 1")
+        conn.execute("UPDATE app.orders SET status = 'a' WHERE id = 1")
+        before = gc.snapshot(db)
+        for text, nested in (("UPDATE app.orders SET status = 'a'", False),
+                             ("UPDATE app.orders SET status = 'a' WHERE id = 1", True)):
+            conn.execute("SELECT pgwarden._guard_write_check('app.orders'::regclass, 'UPDATE',"
+                         " 1, %s, %s, 'app_rw')", (nested, text))
+        for sql in ("UPDATE app.orders SET status = 'a'", "UPDATE app.orders SET status = 'b'"):
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(sql)
+            assert e.value.diag.constraint_name == "require_where", sql
+    assert gc.snapshot(db) == before
+
+
+def test_no_session_state_is_read_for_the_cached_verdict(gc: GuardedCluster, db: str) -> None:
+    # what a session can set (GUCs, temp tables, its search_path with its own operators)
+    # changes nothing in the hot path: the restricted shape is cached, the unrestricted one is
+    # still blocked in the same backend
+    gc.sql(db, "CREATE SCHEMA evil AUTHORIZATION app_rw")
+    before = gc.snapshot(db)
+    with psycopg.connect(gc.dsn(db, "app_rw"), autocommit=True) as conn:
+        conn.execute("UPDATE app.orders SET status = 'a' WHERE id = 1")
+        conn.execute("""
+            CREATE FUNCTION evil.gt(bigint, integer) RETURNS boolean LANGUAGE sql
+              AS 'SELECT false';
+            CREATE OPERATOR evil.> (LEFTARG = bigint, RIGHTARG = integer, FUNCTION = evil.gt);
+            CREATE FUNCTION evil.gt4(integer, integer) RETURNS boolean LANGUAGE sql
+              AS 'SELECT false';
+            CREATE OPERATOR evil.> (LEFTARG = integer, RIGHTARG = integer, FUNCTION = evil.gt4);
+            CREATE FUNCTION evil.count(anyelement) RETURNS bigint LANGUAGE sql AS 'SELECT 0';
+            CREATE TEMP TABLE policy_head (version int, epoch bigint);
+            SET pgwarden.verdict = 'restricted';
+            SET search_path = evil, pg_temp, pg_catalog, app""")
+        before = gc.snapshot(db)
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("UPDATE orders SET status = 'a'")
+        assert e.value.diag.constraint_name == "require_where"
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("UPDATE app.orders SET status = 'a'")
+        assert e.value.diag.constraint_name == "require_where"
+    assert gc.snapshot(db) == before
+
+
+def test_backslash_strings_without_standard_conforming_strings(gc: GuardedCluster,
+                                                               db: str) -> None:
+    # with standard_conforming_strings off, '\\' AND '' = ' is ONE string to the server: the
+    # WHERE is `status = <string> OR true`, though the text reads like a restricting AND
+    sql = "DELETE FROM app.orders WHERE status = '\\' AND '' = ' OR true --'"
+    before = gc.snapshot(db)
+    with psycopg.connect(gc.dsn(db, "app_rw"), autocommit=True) as conn:
+        conn.execute(sql)  # standard strings: a restricting WHERE (that matches nothing)
+        conn.execute("SET standard_conforming_strings = off")
+        for protocol in ("extended", "simple"):
+            with pytest.raises(psycopg.Error) as e:
+                if protocol == "simple":
+                    psycopg.ClientCursor(conn).execute(sql)
+                else:
+                    conn.execute(sql)
+            assert e.value.diag.constraint_name == "require_where", protocol
+    assert gc.snapshot(db) == before
+    rec = [r for r in gc.ledger(db) if r["kind"] == "blocked"][-1]
+    assert rec["statement"] == "DELETE FROM app.orders WHERE status = $1 OR true"
+
+
+def test_literal_dependent_verdicts_are_not_shared(gc: GuardedCluster, db: str) -> None:
+    # typed literals break the literal-free form (DATE $1), so such texts are judged with their
+    # literals; a verdict that depends on them must not be reused for other literals
+    before = gc.snapshot(db)
+    with psycopg.connect(gc.dsn(db, "app_rw"), autocommit=True) as conn:
+        conn.execute("DELETE FROM app.orders WHERE (DATE '2020-01-01' = DATE '2020-01-02')"
+                     " OR id = 5")
+        before = gc.snapshot(db)
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("DELETE FROM app.orders WHERE (DATE '2020-01-01' = DATE '2020-01-01')"
+                         " OR id = 5")
+        assert e.value.diag.constraint_name == "require_where"
+    assert gc.snapshot(db) == before
+
+
+def test_long_statements_are_not_confused(gc: GuardedCluster, db: str) -> None:
+    # the ledger keeps 4096 characters of a normalized statement; the caches must not: two
+    # texts that differ only after that point are different statements
+    pad = "SELECT " + ", ".join(str(i) for i in range(1500)) + ";"
+    with psycopg.connect(gc.dsn(db, "app_rw"), autocommit=True) as conn:
+        conn.execute(pad + " DELETE FROM app.customers WHERE id = 5")
+        before = gc.snapshot(db)
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute(pad + " DELETE FROM app.orders")
+        assert e.value.diag.constraint_name == "require_where"
     assert gc.snapshot(db) == before

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pg_extension" / "python"))
 
@@ -144,3 +146,45 @@ def test_strip_prepare() -> None:
         "DELETE FROM t WHERE id = $1"
     assert lexer.strip_prepare("prepare q as update t set a = 1") == "update t set a = 1"
     assert lexer.strip_prepare("SELECT 1") is None
+
+
+# -- the hot path's cache key ---------------------------------------------------------------
+
+_CONSTANTS = frozenset({"string", "estring", "dollar", "number"})
+_PIECES = list("abeEnNxXbBuU&$0123456789.'\"- \n\t;=<>*/()+_é:") + [
+    "$1", "''", "--", "::", "e'", "E'", "U&'", 'U&"', "1e5", ".5", "WHERE", "id", " = "]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=30).map("".join))
+@settings(max_examples=3000, deadline=None)
+def test_cache_key_splits_texts_exactly_as_the_lexer(text: str) -> None:
+    # equal keys must mean equal normalized texts: the key keeps every token but constants
+    # verbatim, so it is enough that it finds the same tokens as `tokens`
+    key = lexer.cache_key(text)
+    if key is None:
+        assert any(s in text for s in ("/*", "\\")) or any(
+            text[i] == "$" and not text[i + 1:i + 2].isdigit() for i in range(len(text)))
+        return
+    assert key == "\x00".join("" if k in _CONSTANTS else v for k, v in lexer.tokens(text))
+
+
+def test_cache_key_examples() -> None:
+    a = lexer.cache_key("UPDATE t SET a = a + -2140 WHERE id = 41203")
+    assert a == lexer.cache_key("UPDATE t SET a = a + -7 WHERE id = 'x'")
+    assert a != lexer.cache_key("UPDATE t SET a = a + -7 WHERE id2 = 1")
+    assert a != lexer.cache_key("UPDATE t SET a = a + -7 WHERE id = 1 OR 1 = 1")
+    assert lexer.cache_key("SELECT $$x$$") is None and lexer.cache_key("SELECT 'a\\'") is None
+    assert lexer.cache_key("SELECT 1 /* c */") is None
+
+
+def test_normalize_follows_standard_conforming_strings() -> None:
+    text = "DELETE FROM t WHERE status = '\\' AND '' = ' OR true --'"
+    assert lexer.normalize(text) == "DELETE FROM t WHERE status = $1 AND $2 = $3"
+    assert lexer.normalize(text, conforming=False) == "DELETE FROM t WHERE status = $1 OR true"
+
+
+def test_normalize_is_cut_for_the_ledger_only() -> None:
+    long = "SELECT " + ", ".join(["1"] * 3000)
+    assert len(lexer.normalize(long)) == lexer.MAX_NORMALIZED_CHARS
+    assert lexer.normalize(long).endswith("…")
+    assert len(lexer.normalize(long, limit=None)) > lexer.MAX_NORMALIZED_CHARS

@@ -52,7 +52,12 @@ def decide(plpy: Any, st: Any, rule: str, action: str, ev: Event) -> dict[str, A
     """Apply `action` of `rule` to `ev`: record it, and return the error to raise (or None)."""
     if action == "off":
         return None
-    statement = lexer.normalize(ev.query or "")
+    query = ev.query or ""
+    # with standard_conforming_strings off, backslashes end strings elsewhere: normalize as the
+    # server reads the text, or a literal could reach the ledger
+    conforming = "\\" not in query or plpy.execute(
+        "SELECT pg_catalog.current_setting('standard_conforming_strings') = 'on' AS c")[0]["c"]
+    statement = lexer.normalize(query, conforming)
     fingerprint = lexer.fingerprint(statement)
     if action == "allow":
         # one record per transaction, rule, object and statement shape is enough

@@ -2,8 +2,9 @@
 
 Each returns None (go on) or an error dict that the PL/pgSQL caller raises (see `decide`).
 
-    on_write      AFTER UPDATE / AFTER DELETE statement triggers (transition table counted by
-                  the caller): rules require_where, opaque_write, max_rows
+    needs_check   the hot path of the AFTER UPDATE / AFTER DELETE statement triggers: False
+                  when this backend already knows the firing is fine (no SPI at all)
+    on_write      the full check behind it: rules require_where, opaque_write, max_rows
     on_truncate   BEFORE TRUNCATE statement trigger: rule no_truncate
     on_columns    BEFORE UPDATE OF <protected columns> row trigger: rule protected_columns
     on_sql_drop   sql_drop event trigger: rule no_drop (cascades included), guard_integrity
@@ -12,8 +13,10 @@ Each returns None (go on) or an error dict that the PL/pgSQL caller raises (see 
     on_rewrite    table_rewrite event trigger: rule no_rewrite (ALTER COLUMN TYPE ... USING)
 
 Arguments come from the trigger: `cur_user` is current_user where the statement ran (the
-functions here are SECURITY DEFINER, so they cannot see it themselves), `xid` the top-level
-transaction id or None, `query` is current_query().
+functions here are SECURITY DEFINER, so they cannot see it themselves), `query` is
+current_query(). Sessions can call the runtime functions themselves with made-up arguments, so
+nothing that decides who is asking, which transaction this is or which policy is in force is
+taken from them: `state.State.begin` reads those.
 """
 
 from __future__ import annotations
@@ -32,17 +35,71 @@ KIND_NAMES = {"r": "table", "p": "table", "v": "view", "m": "materialized view",
               "S": "sequence", "f": "foreign table"}
 
 
-def on_write(plpy: Any, GD: dict[str, Any], relid: int, op: str, nrows: int, cur_user: str,
-             xid: str | None, nested: bool, query: str, head: tuple[int, int] | None = None,
-             user: str | None = None) -> str | None:
-    st = state.get(plpy, GD, xid, head, user)
+def needs_check(GD: dict[str, Any], relid: int, op: str, nrows: int, nested: bool, query: str,
+                xid: str | None, user: str, version: int, epoch: int) -> bool:
+    """The hot path (``pgwarden._guard_write``: no SPI, no SECURITY DEFINER, no SET, each of
+    which costs on every call). Counts the firing's rows and returns False when this backend
+    already knows that it breaks no rule and needs no record: same policy head and
+    session_user as the last full check, the where-verdict of this statement text on this
+    relation cached, no limit reached. True: run `on_write`.
+
+    The arguments come from the trigger, but a session may pass made-up ones: they only select
+    cache entries and add rows to a transaction bucket (see `state`), so the worst they can do
+    is send this backend down the full check."""
+    st = GD.get(state.GD_KEY)
+    if st is None or st.busy or st.head_key != (version, epoch) or st.session.user != user:
+        return True
+    if xid != st.xid and st.refresh_each_transaction:
+        return True  # identity and groups are re-read once per transaction
+    rel = st.relations.get(relid)
+    rules = st.rules_cache.get(rel.protect) if rel is not None else None
+    if rules is None:
+        return True
+    actions, limits = rules.actions, rules.limits
+    opaque = False
+    if actions["require_where"] != "off" or actions["opaque_write"] != "off":
+        kind = OPAQUE if nested else st.verdicts.get((query, relid, op))
+        if kind is None:
+            key = lexer.cache_key(query)
+            kind = st.verdicts.get((key, relid, op)) if key is not None else None
+            if kind is None:
+                return True
+        if kind == UNRESTRICTED and actions["require_where"] != "off":
+            return True
+        if kind == OPAQUE:
+            if actions["opaque_write"] != "off":
+                return True
+            opaque = True
+    n = max(nrows, 0)
+    if xid not in st.rows and len(st.rows) >= state.OPEN_BUCKETS:
+        return True  # let `begin` drop the buckets of finished transactions
+    if actions["max_rows"] != "off":
+        for applies, limit, rows in ((True, limits["statement"], n),
+                                     (opaque, limits["opaque_statement"], n),
+                                     (True, limits["transaction"], st.counted(rel.root) + n)):
+            if applies and limit is not None and rows > limit:
+                return True
+    st.count(xid, rel.root, n)
+    return False
+
+
+def on_write(plpy: Any, GD: dict[str, Any], relid: int, op: str, nrows: int, nested: bool,
+             query: str, cur_user: str) -> str | None:
+    st = state.get(plpy, GD)
     rel = _relation(plpy, st, relid)
     if rel is None or st.busy:
         return None
     rules = st.rules(rel.protect)
     if rules is None:
         return None
-    st.txn_rows[rel.root] = total = st.txn_rows.get(rel.root, 0) + nrows
+    # often the hot path only wanted finished transactions pruned (`begin` just did that), or
+    # the rules of a new session: ask it again with what was read here
+    if st.head_key is not None and not needs_check(GD, relid, op, nrows, nested, query, st.xid,
+                                                   st.session.user, *st.head_key):
+        return None
+    nrows = max(nrows, 0)
+    st.count(st.xid, rel.root, nrows)
+    total = st.counted(rel.root)  # `begin` left only the real transaction's bucket
     ev = Event(op, KIND_NAMES.get(rel.kind, "table"), rel.schema, rel.name, "", query, cur_user,
                nrows, rel.protect, rules.principal)
     opaque = False
@@ -75,15 +132,21 @@ def on_write(plpy: Any, GD: dict[str, Any], relid: int, op: str, nrows: int, cur
 def where_verdict(plpy: Any, st: Any, rel: Any, op: str, nested: bool,
                   query: str) -> tuple[str, str]:
     """classify.verdict for this firing, with what only the database knows: nesting, SQL-level
-    prepared statements, cascading foreign keys and which called functions are user code."""
+    prepared statements, cascading foreign keys and which called functions are user code.
+    Verdicts that depend on nothing else than the text, the relation and the operation (no
+    EXECUTE, no function call: the prepared statements and functions of a session change) are
+    remembered for `needs_check`."""
     if nested:
         return OPAQUE, ("the write ran inside a function, procedure, DO block or trigger, whose "
                         "statements pgwarden cannot see")
-    summ = st.summary(query)
+    conforming = "\\" not in query or plpy.execute(
+        "SELECT pg_catalog.current_setting('standard_conforming_strings') = 'on' AS c")[0]["c"]
+    summ, literal_free = st.summary(query, conforming)
     writes, opaque, calls = list(summ.writes), list(summ.opaque), set(summ.calls)
     for name in summ.executes:
         text = _prepared_text(plpy, name)
-        inner = st.summary(text) if text is not None else Summary(opaque=(f"EXECUTE {name}",))
+        inner = st.summary(text, conforming)[0] if text is not None else \
+            Summary(opaque=(f"EXECUTE {name}",))
         writes += inner.writes
         # SQL-level PREPARE keeps the whole client string, which may name the same EXECUTEs
         opaque += list(inner.opaque) + [f"nested EXECUTE {n}" for n in inner.executes
@@ -100,12 +163,14 @@ def where_verdict(plpy: Any, st: Any, rel: Any, op: str, nested: bool,
         if user_code:
             return OPAQUE, (f"the statement calls {', '.join(user_code)}, whose statements "
                             "pgwarden cannot see")
+    if not summ.executes and not calls:
+        st.remember_verdict(query, rel.relid, op, kind, literal_free)
     return kind, reason
 
 
-def on_truncate(plpy: Any, GD: dict[str, Any], relid: int, cur_user: str, xid: str | None,
+def on_truncate(plpy: Any, GD: dict[str, Any], relid: int, cur_user: str,
                 query: str) -> str | None:
-    st = state.get(plpy, GD, xid)
+    st = state.get(plpy, GD)
     rel = _relation(plpy, st, relid)
     rules = st.rules(rel.protect) if rel is not None and not st.busy else None
     if rules is None:
@@ -118,8 +183,8 @@ def on_truncate(plpy: Any, GD: dict[str, Any], relid: int, cur_user: str, xid: s
 
 
 def on_columns(plpy: Any, GD: dict[str, Any], relid: int, columns: list[str], cur_user: str,
-               xid: str | None, query: str) -> str | None:
-    st = state.get(plpy, GD, xid)
+               query: str) -> str | None:
+    st = state.get(plpy, GD)
     rel = _relation(plpy, st, relid)
     rules = st.rules(rel.protect) if rel is not None and not st.busy else None
     if rules is None:
@@ -131,9 +196,9 @@ def on_columns(plpy: Any, GD: dict[str, Any], relid: int, columns: list[str], cu
     return json.dumps(err) if err else None
 
 
-def on_rewrite(plpy: Any, GD: dict[str, Any], relid: int, cur_user: str, xid: str | None,
+def on_rewrite(plpy: Any, GD: dict[str, Any], relid: int, cur_user: str,
                query: str) -> str | None:
-    st = state.get(plpy, GD, xid)
+    st = state.get(plpy, GD)
     rel = _relation(plpy, st, relid)
     rules = st.rules(rel.protect) if rel is not None and not st.busy else None
     if rules is None:
@@ -146,9 +211,9 @@ def on_rewrite(plpy: Any, GD: dict[str, Any], relid: int, cur_user: str, xid: st
 
 
 def on_sql_drop(plpy: Any, GD: dict[str, Any], objects: str, cur_user: str, tag: str,
-                xid: str | None, query: str) -> str | None:
+                query: str) -> str | None:
     """`objects`: JSON list of pg_event_trigger_dropped_objects() rows (see the SQL script)."""
-    st = state.get(plpy, GD, xid)
+    st = state.get(plpy, GD)
     objs = json.loads(objects or "[]")
     if st.busy or any(o["type"] == "extension" and o["name"] == "pgwarden" for o in objs):
         return None
@@ -200,9 +265,9 @@ def on_sql_drop(plpy: Any, GD: dict[str, Any], objects: str, cur_user: str, tag:
 
 
 def on_ddl_end(plpy: Any, GD: dict[str, Any], commands: str, cur_user: str, tag: str,
-               xid: str | None, query: str) -> str | None:
+               query: str) -> str | None:
     """`commands`: JSON list of pg_event_trigger_ddl_commands() rows (see the SQL script)."""
-    st = state.get(plpy, GD, xid)
+    st = state.get(plpy, GD)
     cmds = json.loads(commands or "[]")
     if st.busy or not cmds:
         return None
@@ -281,5 +346,5 @@ def _user_functions(plpy: Any, names: set[str]) -> list[str]:
     return [r["f"] for r in rows]
 
 
-__all__ = ["on_write", "on_truncate", "on_columns", "on_rewrite", "on_sql_drop", "on_ddl_end",
+__all__ = ["needs_check", "on_write", "on_truncate", "on_columns", "on_rewrite", "on_sql_drop", "on_ddl_end",
            "where_verdict", "RESTRICTED"]

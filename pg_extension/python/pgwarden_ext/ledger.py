@@ -54,6 +54,19 @@ def stage(plpy: Any, payload: str) -> None:
         "INSERT INTO pgwarden.ledger_staging(payload) VALUES ($1)", ["text"]), [payload])
 
 
+def autonomous_conninfo(plpy: Any) -> str:
+    """libpq conninfo of the autonomous session: pgwarden.settings' autonomous_conninfo and
+    this database. Built here, not by SQL: a SQL function body is parsed with the session's
+    standard_conforming_strings, and a session that turns it off would break a backslash
+    literal in it, and with it the records of its blocked statements."""
+    row = plpy.execute(
+        "SELECT s.value AS base, pg_catalog.current_database()::text AS db"
+        " FROM pgwarden.settings s WHERE s.name = 'autonomous_conninfo'")[0]
+    db = row["db"].replace("\\", "\\\\").replace("'", "\\'")
+    return (f"{row['base']} dbname='{db}' application_name=pgwarden_ledger"
+            " options='-c lock_timeout=5s -c statement_timeout=30s'")
+
+
 def stage_autonomous(plpy: Any, st: Any, payload: str) -> bool:
     """Stage `payload` in its own committed transaction (dblink); True on success."""
     try:
@@ -63,8 +76,7 @@ def stage_autonomous(plpy: Any, st: Any, payload: str) -> bool:
             if not rows:
                 raise RuntimeError("extension dblink is not installed")
             st.dblink_schema = rows[0]["s"]
-        conninfo = plpy.execute(
-            "SELECT pgwarden._autonomous_conninfo() AS c")[0]["c"]
+        conninfo = autonomous_conninfo(plpy)
         sql = "SELECT pgwarden._stage_and_chain(" + plpy.quote_literal(payload) + ")"
         plpy.execute(
             f"SELECT n FROM {st.dblink_schema}.dblink({plpy.quote_literal(conninfo)},"

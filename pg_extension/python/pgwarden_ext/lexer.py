@@ -6,6 +6,9 @@ numbered after the highest parameter already present, like ``pg_stat_statements`
 contains a literal value, so it can go into the audit ledger, and it is the cache key for statement
 classification (the classification of a statement never depends on its literal values).
 
+``cache_key(text)`` is a cheaper stand-in for ``normalize`` where only equality matters (the
+per-backend verdict cache of the guard triggers): equal keys mean equal normalized texts.
+
 ``fingerprint(normalized)`` is the first 16 hex digits of SHA-256 over the normalized text with
 keywords and unquoted identifiers lower-cased and every placeholder written ``?``: the same
 statement sent with literals (simple protocol) or bind parameters (extended protocol) gets the
@@ -13,7 +16,10 @@ same fingerprint.
 
 Token rules follow the PostgreSQL 15 lexer (src/backend/parser/scan.l): nested ``/* */`` comments,
 ``''`` inside strings, ``E''`` strings with backslash escapes, ``$tag$`` quoting, ``""`` quoted
-identifiers, ``U&`` forms. Unterminated constructs run to the end of the text.
+identifiers, ``U&`` forms. Unterminated constructs run to the end of the text. With
+``standard_conforming_strings = off`` (any session may set it) PostgreSQL also reads backslash
+escapes in plain ``'...'`` strings: pass ``conforming=False`` then, or a string that PostgreSQL
+ends later than this lexer would hide SQL from the guard (``'\\' AND '' = ' OR true --'``).
 """
 
 from __future__ import annotations
@@ -42,9 +48,19 @@ _TOKEN = re.compile(
 )
 
 
-def tokens(text: str) -> list[tuple[str, str]]:
+# standard_conforming_strings = off: plain and N'' strings take backslash escapes like E''.
+_TOKEN_NONCONFORMING = re.compile(_TOKEN.pattern.replace(
+    r"(?P<string>(?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|\Z))",
+    r"(?P<string>[Nn]?'(?:[^'\\]|\\.|'')*(?:'|\Z)|(?:[BbXx]|[Uu]&)'(?:[^']|'')*(?:'|\Z))"),
+    re.VERBOSE | re.DOTALL)
+assert _TOKEN_NONCONFORMING.pattern != _TOKEN.pattern
+
+
+def tokens(text: str, conforming: bool = True) -> list[tuple[str, str]]:
     """Split `text` into (kind, value) tokens; kinds are the group names of `_TOKEN` plus
-    ``block_comment``; ``dollar`` tokens carry the whole quoted body."""
+    ``block_comment``; ``dollar`` tokens carry the whole quoted body. `conforming` is the
+    session's standard_conforming_strings (see module docstring)."""
+    token = _TOKEN if conforming else _TOKEN_NONCONFORMING
     out: list[tuple[str, str]] = []
     pos, end = 0, len(text)
     while pos < end:
@@ -60,7 +76,7 @@ def tokens(text: str) -> list[tuple[str, str]]:
             out.append(("block_comment", text[pos:i]))
             pos = i
             continue
-        m = _TOKEN.match(text, pos)
+        m = token.match(text, pos)
         assert m is not None  # the last alternative matches any character
         kind = m.lastgroup or "punct"
         if kind == "tag":
@@ -81,9 +97,11 @@ _CONSTANT_KINDS = frozenset({"string", "estring", "dollar", "number"})
 _DROPPED_KINDS = frozenset({"ws", "line_comment", "block_comment"})
 
 
-def normalize(text: str) -> str:
-    """`text` without comments or constants, whitespace collapsed (see module docstring)."""
-    toks = tokens(text)
+def normalize(text: str, conforming: bool = True, limit: int | None = MAX_NORMALIZED_CHARS) -> str:
+    """`text` without comments or constants, whitespace collapsed (see module docstring), cut to
+    `limit` characters (None: never cut; what a cache key needs, or two texts differing only
+    after the cut would share an entry)."""
+    toks = tokens(text, conforming)
     n = max((int(v[1:]) for k, v in toks if k == "param"), default=0)
     parts: list[str] = []
     for kind, value in toks:
@@ -94,9 +112,42 @@ def normalize(text: str) -> str:
             value = f"${n}"
         parts.append(value)
     out = _join(parts)
-    if len(out) > MAX_NORMALIZED_CHARS:
-        out = out[: MAX_NORMALIZED_CHARS - 1] + "…"
+    if limit is not None and len(out) > limit:
+        out = out[: limit - 1] + "…"
     return out
+
+
+# `tokens` in one C-level pass (re.findall): constants match outside the group, so they come out
+# as "" and every other token (never empty) as itself. Identifiers, the most common tokens, are
+# tried first (not where a constant starts: E'', B'', X'', N'', U&''), the catch-all last (not
+# on letters, quotes or digits); tests/test_guard_classify.py checks that it splits texts
+# exactly as `tokens` does. Block comments (nested), dollar quotes (closed by their tag) and
+# backslashes (escapes depend on standard_conforming_strings) are left to `tokens`:
+# `cache_key` refuses texts with them.
+_KEY_TOKEN = re.compile(
+    r"""
+    ( \s+
+    | (?![EeBbXxNn]')(?![Uu]&['"])[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*
+    | --[^\n]* | \$[0-9]+ | (?:[Uu]&)?"(?:[^"]|"")*(?:"|\Z) | ::
+    | (?:(?!--|/\*)[-+*/<>=~!@#%^&|`?])+
+    | (?![A-Za-z_\x80-\uffff'0-9]|\.[0-9]). )
+  | [Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z)
+  | (?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|\Z)
+  | (?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[Ee][+-]?[0-9]+)?
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_NO_KEY = re.compile(r"/\*|\\|\$(?![0-9])")
+
+
+def cache_key(text: str) -> str | None:
+    """A key with ``cache_key(a) == cache_key(b)`` only if ``normalize(a) == normalize(b)``
+    (every token but constants kept verbatim, even whitespace and comments; constants marked by
+    an empty token), in a few microseconds; None for texts it leaves to `normalize`: with a
+    block comment, a dollar quote or a backslash."""
+    if _NO_KEY.search(text):
+        return None
+    return "\x00".join(_KEY_TOKEN.findall(text))
 
 
 def _join(parts: list[str]) -> str:

@@ -3,17 +3,26 @@
 What is cached, and when it is refreshed:
 
 * the compiled policy and the guarded relations (relid -> schema, name, protect entry): reloaded
-  when ``pgwarden.policy_head`` shows a new (version, epoch); read once per transaction, so a
-  policy applied by another session takes effect at this session's next transaction. The epoch
-  is bumped whenever the set or the names of guarded objects change (auto-guard, rename, drop);
+  when ``pgwarden.policy_head`` shows a new (version, epoch). The epoch is bumped whenever the
+  set or the names of guarded objects change (auto-guard, rename, drop);
 * the session (session_user, attested identity, group memberships): once per transaction;
-* per-transaction row counts per relation, partitions adding up in their partitioned table
-  (rule ``max_rows``, ``transaction`` limit), reset when
-  the top-level transaction id changes; savepoint rollbacks do not un-count (fail strict);
-* statement summaries, by exact text and by literal-free normalized text (bounded LRU).
+* rows changed per relation and transaction, partitions adding up in their partitioned table
+  (rule ``max_rows``, ``transaction`` limit); savepoint rollbacks do not un-count (fail strict);
+* statement summaries, by exact text and by literal-free normalized text (bounded LRU), and
+  where-verdicts per (statement, relation, operation) for the hot path (`guard.needs_check`).
 
 ``GD`` is writable only by PL/Python code, i.e. by superusers (plpython3u is untrusted), so
-nothing here can be forged by the sessions being guarded.
+nothing here can be forged by the sessions being guarded. What sessions *can* do is call the
+runtime functions with made-up arguments (they have EXECUTE: trigger bodies run as the
+invoker). So `begin` reads the transaction id, policy head and session_user itself, and values
+the hot path takes from its caller only ever select cache entries or add rows:
+
+* per-transaction row counts are kept per *claimed* transaction id; a made-up id adds a bucket
+  but can never empty the real one, because only `begin` (which reads the real id) drops
+  buckets. Limits are checked against the sum of the open buckets, which is never less than the
+  real transaction's count;
+* verdicts are a pure function of their key (statement text, relation, operation) and of the
+  catalog as of the policy head, so a made-up call can only store what a real one would.
 """
 
 from __future__ import annotations
@@ -28,6 +37,9 @@ from pgwarden_ext.policy import Compiled, Rules, Session
 
 GD_KEY = "pgwarden"
 SUMMARY_CACHE_SIZE = 2048
+VERDICT_CACHE_SIZE = 4096
+OPEN_BUCKETS = 64
+"""Transaction buckets the hot path may open before `begin` must prune them."""
 
 
 @dataclass(frozen=True)
@@ -55,34 +67,42 @@ class State:
         self.sha256: str | None = None
         self.relations: dict[int, Relation] = {}
         self.session = Session("")
-        self.xid: str | None = None
-        self.txn_rows: dict[int, int] = {}
+        self.xid: str | None = None  # the real top-level transaction id, as `begin` last read it
+        self.rows: dict[str | None, dict[int, int]] = {}  # claimed xid -> root relid -> rows
+        self.open_rows: dict[int, int] = {}  # root relid -> rows in all of `rows`
+        self.refresh_each_transaction = False  # the policy matches identities or groups
         self.rules_cache: dict[str, Rules] = {}
         self.fk_cache: dict[tuple[int, str], list[tuple[str, str, str]]] = {}
-        self.noted: set[tuple[str | None, str]] = set()
-        self.summaries: OrderedDict[str, classify.Summary] = OrderedDict()
+        self.noted: set[tuple[str | None, str, str, str]] = set()
+        self.summaries: OrderedDict[tuple[str, str], tuple[classify.Summary, bool]] = \
+            OrderedDict()
+        self.verdicts: dict[tuple[str, int, str], str] = {}
         self.busy = False
         self.dblink_schema: str | None = None
         self._head_plan = plpy.prepare(
-            "SELECT version, epoch, session_user::text AS su FROM pgwarden.policy_head")
+            "SELECT h.version, h.epoch, session_user::text AS su,"
+            " pg_catalog.pg_current_xact_id_if_assigned()::text AS xid"
+            " FROM pgwarden.policy_head h")
 
     # -- refresh -----------------------------------------------------------------------------
 
-    def begin(self, plpy: Any, xid: str | None, head: tuple[int, int] | None = None,
-              user: str | None = None) -> None:
-        """Refresh for transaction `xid` (top-level id as text; None when none is assigned yet:
-        then everything is re-read). `head` (policy version, epoch) and `user` (session_user)
-        may be passed by a caller that read them cheaply; otherwise one query reads them."""
+    def begin(self, plpy: Any) -> None:
+        """Refresh from the database: the policy head (reload when it moved), the real top-level
+        transaction id (None before the transaction wrote anything; a new id resets what is
+        counted per transaction), session_user, and once per transaction the identity and
+        groups when the policy matches them."""
+        row = plpy.execute(self._head_plan)[0]
+        head, xid, user = (row["version"], row["epoch"]), row["xid"], row["su"]
         new_xact = xid is None or xid != self.xid
-        if not new_xact and (head is None or head == self.head_key):
+        # only the real transaction's bucket survives (see module docstring)
+        bucket = self.rows.get(xid, {}) if xid is not None else {}
+        self.rows = {xid: bucket} if xid is not None else {}
+        self.open_rows = dict(bucket)
+        if not new_xact and head == self.head_key and user == self.session.user:
             return
         if new_xact:
             self.xid = xid
-            self.txn_rows = {}
             self.noted = set()
-        if head is None or user is None:
-            row = plpy.execute(self._head_plan)[0]
-            head, user = (row["version"], row["epoch"]), row["su"]
         if head != self.head_key:
             self._load(plpy, head[0])
             self.head_key = head
@@ -103,8 +123,7 @@ class State:
         """Forget the cached policy and guarded objects (used when a trigger fires on a relation
         this backend does not know yet: it was guarded in this very transaction)."""
         self.head_key = None
-        self.xid = None
-        self.begin(plpy, None)
+        self.begin(plpy)
 
     def _load(self, plpy: Any, version: int) -> None:
         self.compiled, self.sha256 = None, None
@@ -127,6 +146,9 @@ class State:
                 " WHERE p.classid = 'pg_catalog.pg_class'::pg_catalog.regclass")}
         self.rules_cache = {}
         self.fk_cache = {}
+        self.verdicts = {}
+        self.refresh_each_transaction = self.compiled is not None and (
+            self.compiled.uses_identities or self.compiled.uses_groups)
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -143,24 +165,55 @@ class State:
             rules = self.rules_cache[protect] = self.compiled.rules(protect, self.session)
         return rules
 
-    def summary(self, text: str) -> classify.Summary:
-        """`classify.summarize(text)`, cached by exact and by normalized text."""
+    def summary(self, text: str, conforming: bool = True) -> tuple[classify.Summary, bool]:
+        """(`classify.summarize` of `text`, whether it holds for every text with the same
+        normalized form), cached by exact and by normalized text. `conforming`: the session's
+        standard_conforming_strings (it changes where strings end when `text` has backslashes).
+
+        The summary of the normalized text holds for all its literal values. When that text
+        does not parse (normalization can break typed literals: DATE '...'), the real text is
+        parsed instead, and that summary, which may depend on the literals, is cached for that
+        exact text only."""
         cache = self.summaries
-        hit = cache.get(text)
+        exact = ("t" if conforming or "\\" not in text else "t-nonconforming", text)
+        hit = cache.get(exact)
         if hit is None:
-            norm = "n:" + lexer.normalize(text)
+            norm = ("n", lexer.normalize(text, conforming, limit=None))
             hit = cache.get(norm)
             if hit is None:
-                hit = classify.summarize(norm[2:])
-                if hit.opaque == ("unparseable",):
-                    # normalization can break typed literals (DATE '...'): try the real text
-                    hit = classify.summarize(text)
-                cache[norm] = hit
-            cache[text] = hit
-        cache.move_to_end(text)
+                hit = cache[norm] = (classify.summarize(norm[1]), True)
+            if hit[0].opaque == ("unparseable",) and (conforming or "\\" not in text):
+                # sqlglot reads backslashes as standard_conforming_strings = on does
+                hit = (classify.summarize(text), False)
+            cache[exact] = hit
+        cache.move_to_end(exact)
         while len(cache) > SUMMARY_CACHE_SIZE:
             cache.popitem(last=False)
         return hit
+
+    def remember_verdict(self, query: str, relid: int, op: str, kind: str,
+                         literal_free: bool) -> None:
+        """Keep the where-verdict of `query` on (`relid`, `op`) for the hot path, by exact text
+        and, when it holds for every literal value, by `lexer.cache_key`. Not for texts with
+        backslashes: what they mean depends on standard_conforming_strings, which the hot path
+        does not read."""
+        if "\\" in query:
+            return
+        if len(self.verdicts) >= VERDICT_CACHE_SIZE:
+            self.verdicts = {}
+        self.verdicts[(query, relid, op)] = kind
+        key = lexer.cache_key(query) if literal_free else None
+        if key is not None:  # keys hold NUL characters, which no statement text can
+            self.verdicts[(key, relid, op)] = kind
+
+    def counted(self, root: int) -> int:
+        """Rows counted for `root` in every open transaction bucket (see module docstring)."""
+        return self.open_rows.get(root, 0)
+
+    def count(self, xid: str | None, root: int, n: int) -> None:
+        bucket = self.rows.setdefault(xid, {})
+        bucket[root] = bucket.get(root, 0) + n
+        self.open_rows[root] = self.open_rows.get(root, 0) + n
 
     def fk_ancestors(self, plpy: Any, relid: int, op: str) -> list[tuple[str, str, str]]:
         """(schema, table, op) of statements on other tables that reach `relid` with `op`
@@ -192,12 +245,10 @@ SELECT DISTINCT n.nspname::text, r.relname::text, a.op
 """
 
 
-def get(plpy: Any, GD: dict[str, Any], xid: str | None = None,
-        head: tuple[int, int] | None = None, user: str | None = None) -> State:
-    """The backend's `State`, created on first use and refreshed for transaction `xid`
-    (see `State.begin`)."""
+def get(plpy: Any, GD: dict[str, Any]) -> State:
+    """The backend's `State`, created on first use and refreshed (see `State.begin`)."""
     st = GD.get(GD_KEY)
     if st is None:
         st = GD[GD_KEY] = State(plpy)
-    st.begin(plpy, xid, head, user)
+    st.begin(plpy)
     return st

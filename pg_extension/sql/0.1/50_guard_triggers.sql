@@ -1,25 +1,38 @@
 -- == trigger functions (fired without EXECUTE privilege; run as the invoker) ===================
 
 CREATE FUNCTION pgwarden.tg_write() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
--- AFTER UPDATE / AFTER DELETE ... FOR EACH STATEMENT, REFERENCING OLD TABLE AS pgwarden_old.
+LANGUAGE plpgsql AS $$
+-- AFTER UPDATE / AFTER DELETE ... FOR EACH STATEMENT, REFERENCING OLD TABLE AS pgwarden_old: the
+-- hot path of every guarded write, so no SET search_path (a function-level SET costs a GUC
+-- save/restore on every call). Safe without it: every function, operator and type below is
+-- schema-qualified, so the session's search_path (even with pg_catalog moved behind its own
+-- schemas) cannot change what runs, and the transition table is an ephemeral relation, which
+-- no table, temporary or not, can shadow.
 -- Counts the rows really changed; PG_CONTEXT has more than this frame when the statement ran
--- inside a function, procedure or DO block (then the client's text does not show it).
+-- inside a function, procedure or DO block (then the client's text does not show it). Python
+-- is entered once when this backend already knows the answer (pgwarden._guard_write, reading
+-- nothing but its cache), twice otherwise.
 DECLARE
-  n bigint;
-  ctx text;
+  n pg_catalog.int8;
+  ctx pg_catalog.text;
+  nested pg_catalog.bool;
+  q pg_catalog.text;
   h record;
-  d jsonb;
+  d pg_catalog.jsonb;
 BEGIN
-  SELECT count(*) INTO n FROM pgwarden_old;
-  IF n > 0 THEN
+  SELECT pg_catalog.count(*) INTO n FROM pgwarden_old;
+  IF n OPERATOR(pg_catalog.>) 0 THEN
     GET DIAGNOSTICS ctx = PG_CONTEXT;
-    SELECT version, epoch INTO h FROM pgwarden.policy_head;
-    d := pgwarden._guard_write(TG_RELID, TG_OP, n, current_user, session_user, h.version,
-                               h.epoch, pg_current_xact_id_if_assigned()::text,
-                               strpos(ctx, E'\n') > 0, current_query());
-    IF d IS NOT NULL THEN
-      PERFORM pgwarden._raise(d);
+    nested := pg_catalog.strpos(ctx, E'\n') OPERATOR(pg_catalog.>) 0;
+    q := pg_catalog.current_query();
+    SELECT p.version, p.epoch INTO h FROM pgwarden.policy_head p;
+    IF pgwarden._guard_write(TG_RELID, TG_OP, n, nested, q,
+                             pg_catalog.pg_current_xact_id_if_assigned(), SESSION_USER,
+                             h.version, h.epoch) THEN
+      d := pgwarden._guard_write_check(TG_RELID, TG_OP, n, nested, q, CURRENT_USER);
+      IF d IS NOT NULL THEN
+        PERFORM pgwarden._raise(d);
+      END IF;
     END IF;
   END IF;
   RETURN NULL;
@@ -30,8 +43,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   d jsonb;
 BEGIN
-  d := pgwarden._guard_truncate(TG_RELID, current_user, pg_current_xact_id_if_assigned()::text,
-                                current_query());
+  d := pgwarden._guard_truncate(TG_RELID, current_user, current_query());
   IF d IS NOT NULL THEN
     PERFORM pgwarden._raise(d);
   END IF;
@@ -55,8 +67,7 @@ BEGIN
     END IF;
   END LOOP;
   IF cardinality(changed) > 0 THEN
-    d := pgwarden._guard_columns(TG_RELID, changed, current_user,
-                                 pg_current_xact_id_if_assigned()::text, current_query());
+    d := pgwarden._guard_columns(TG_RELID, changed, current_user, current_query());
     IF d IS NOT NULL THEN
       PERFORM pgwarden._raise(d);
     END IF;
@@ -77,8 +88,7 @@ BEGIN
     INTO objs FROM pg_event_trigger_dropped_objects()
    WHERE NOT coalesce(is_temporary, false);
   IF objs IS NOT NULL THEN
-    d := pgwarden._guard_sql_drop(objs, current_user, tg_tag,
-                                  pg_current_xact_id_if_assigned()::text, current_query());
+    d := pgwarden._guard_sql_drop(objs, current_user, tg_tag, current_query());
     IF d IS NOT NULL THEN
       PERFORM pgwarden._raise(d);
     END IF;
@@ -98,8 +108,7 @@ BEGIN
     INTO cmds FROM pg_event_trigger_ddl_commands()
    WHERE schema_name IS NULL OR schema_name !~ '^pg_temp';
   IF cmds IS NOT NULL THEN
-    d := pgwarden._guard_ddl_end(cmds, current_user, tg_tag,
-                                 pg_current_xact_id_if_assigned()::text, current_query());
+    d := pgwarden._guard_ddl_end(cmds, current_user, tg_tag, current_query());
     IF d IS NOT NULL THEN
       PERFORM pgwarden._raise(d);
     END IF;
@@ -112,7 +121,7 @@ DECLARE
   d jsonb;
 BEGIN
   d := pgwarden._guard_rewrite(pg_event_trigger_table_rewrite_oid(), current_user,
-                               pg_current_xact_id_if_assigned()::text, current_query());
+                               current_query());
   IF d IS NOT NULL THEN
     PERFORM pgwarden._raise(d);
   END IF;

@@ -4,12 +4,13 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgwarden FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA pgwarden FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgwarden TO PUBLIC;
 GRANT EXECUTE ON FUNCTION pgwarden.session_identity(), pgwarden._raise(jsonb),
-  pgwarden._guard_write(oid, text, bigint, name, name, integer, bigint, text, boolean, text),
-  pgwarden._guard_truncate(oid, name, text, text),
-  pgwarden._guard_columns(oid, text[], name, text, text),
-  pgwarden._guard_rewrite(oid, name, text, text),
-  pgwarden._guard_sql_drop(jsonb, name, text, text, text),
-  pgwarden._guard_ddl_end(jsonb, name, text, text, text) TO PUBLIC;
+  pgwarden._guard_write(oid, text, bigint, boolean, text, xid8, name, integer, bigint),
+  pgwarden._guard_write_check(oid, text, bigint, boolean, text, name),
+  pgwarden._guard_truncate(oid, name, text),
+  pgwarden._guard_columns(oid, text[], name, text),
+  pgwarden._guard_rewrite(oid, name, text),
+  pgwarden._guard_sql_drop(jsonb, name, text, text),
+  pgwarden._guard_ddl_end(jsonb, name, text, text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION pgwarden.plan_policy(jsonb),
   pgwarden.apply_policy(jsonb, text, text, text), pgwarden.drift(), pgwarden.unguard_all(),
   pgwarden.record_event(text, jsonb, boolean), pgwarden.python_info(),
