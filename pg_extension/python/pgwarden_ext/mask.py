@@ -146,9 +146,9 @@ def partial_text(cls: str | None, v: str) -> str:
     if cls == "email":
         return f"pg_catalog.left({v}, 1) || '***@' || pg_catalog.split_part({v}, '@', 2)"
     if cls in ("person_name", "first_name", "last_name"):
-        return (f"pg_catalog.left({v}, 1) || '***' || CASE WHEN pg_catalog.strpos({v}, ' ') > 0"
-                f" THEN ' ' || pg_catalog.left(pg_catalog.split_part({v}, ' ', -1), 1) || '**'"
-                " ELSE '' END")
+        return (f"CASE WHEN pg_catalog.strpos({v}, ' ') > 0 THEN pg_catalog.left({v}, 1) ||"
+                f" '*** ' || pg_catalog.left(pg_catalog.split_part({v}, ' ', -1), 1) || '**'"
+                f" ELSE pg_catalog.left({v}, 1) || '***' END")
     keep = {"phone": (2, "******"), "payment_card": (4, "************"),
             "bank_account": (4, "******"), "national_id": (2, "*******"),
             "tax_id": (2, "*******"), "passport": (2, "*******"),
@@ -262,7 +262,8 @@ class Table:
 KEY = ("(SELECT k.ipad FROM pgwarden.mask_key k)", "(SELECT k.opad FROM pgwarden.mask_key k)")
 
 
-def view_ddl(t: Table, family: str, mask_roles: list[int]) -> tuple[str, str | None, list[str]]:
+def view_ddl(t: Table, family: str, mask_roles: list[int],
+             unattested_masked: bool = True) -> tuple[str, str | None, list[str]]:
     """(view, inner view or None, CREATE statements) of one family for table `t`."""
     view = f"{quote_ident(family_schema(family, t.schema))}.{quote_ident(t.name)}"
     if family == "mask":
@@ -275,11 +276,21 @@ def view_ddl(t: Table, family: str, mask_roles: list[int]) -> tuple[str, str | N
         flag += "_"
     inner = f"{quote_ident(INNER_SCHEMA)}.r{t.relid}"
     roles = "'{" + ",".join(str(r) for r in sorted(mask_roles)) + "}'::pg_catalog.oid[]"
+    # One InitPlan per statement (the security-barrier view is not flattened into the query):
+    # masked in every session by role (session_user or current_user: SET ROLE and SECURITY
+    # DEFINER cannot unmask), else this backend's attested decision (its row counts only with
+    # this backend's own start: a pid reused after a missed exit is not attested), else the
+    # decision for "unattested". Read by the view's owner: sessions cannot read the table.
+    unattested = "true" if unattested_masked else "false"
     decision = (f"(SELECT pg_catalog.to_regrole(session_user::text)::pg_catalog.oid"
                 f" OPERATOR(pg_catalog.=) ANY ({roles})"
                 f" OR pg_catalog.to_regrole(current_user::text)::pg_catalog.oid"
                 f" OPERATOR(pg_catalog.=) ANY ({roles})"
-                " OR pgwarden._identity_masked())")
+                " OR coalesce((SELECT a.masked FROM pgwarden.attested a"
+                " WHERE a.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()"
+                " AND a.backend_start OPERATOR(pg_catalog.=) (SELECT s.backend_start"
+                " FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) s)),"
+                f" {unattested}))")
     inner_cols = [f"t.{quote_ident(c.name)}" for c in t.columns] + [f"{decision} AS {flag}"]
     outer = [f"CASE WHEN d.{flag} THEN {mask_expr(c, 'd.' + quote_ident(c.name), KEY)}"
              f" ELSE d.{quote_ident(c.name)} END AS {quote_ident(c.name)}"
@@ -290,10 +301,11 @@ def view_ddl(t: Table, family: str, mask_roles: list[int]) -> tuple[str, str | N
         f"CREATE VIEW {view} AS SELECT {', '.join(outer)} FROM {inner} d"]
 
 
-def signature(t: Table, family: str, mask_roles: list[int]) -> str:
+def signature(t: Table, family: str, mask_roles: list[int],
+              unattested_masked: bool = True) -> str:
     doc = [family, t.schema, t.name, [[c.attnum, c.name, c.type, c.method, c.cls, c.value]
                                       for c in t.columns],
-           sorted(mask_roles) if family == "gate" else []]
+           [sorted(mask_roles), unattested_masked] if family == "gate" else [], 2]
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:32]
 
 
@@ -512,6 +524,8 @@ def _view_changes(plpy: Any, want: State, tabs: dict[int, Table],
         " EXISTS (SELECT FROM pg_catalog.pg_class i WHERE i.oid = v.inner_oid) AS inner_exists"
         " FROM pgwarden.mask_view v LEFT JOIN pg_catalog.pg_class c ON c.oid = v.view_oid")}
     mask_roles = want.mode_roles("role")
+    unattested_masked = not any(re.match(rx, UNATTESTED) for rx in
+                                want.rules["unmask_identities"])
     wanted: dict[tuple[int, str], Table] = {}
     for t in tabs.values():
         if t.masked:
@@ -543,8 +557,8 @@ def _view_changes(plpy: Any, want: State, tabs: dict[int, Table],
             name = h["name"] or (old.display("") if old else str(key[0]))
             out.append(Change("-", "mask view", name.rstrip("."), f"{key[1]} view", drop))
             continue
-        sig = signature(t, key[1], mask_roles)
-        view, inner, create = view_ddl(t, key[1], mask_roles)
+        sig = signature(t, key[1], mask_roles, unattested_masked)
+        view, inner, create = view_ddl(t, key[1], mask_roles, unattested_masked)
         if h is not None and h["exists"] and h["intact"] and h["inner_ok"] and \
                 h["signature"] == sig:
             continue
@@ -598,6 +612,7 @@ def _role_changes(plpy: Any, want: State, have: State, tabs: dict[int, Table],
         if exists:
             role = quote_ident(exists[0]["n"])
             sql.insert(0, _set_path_sql(role, row[0]["search_path"] if row else None))
+            sql.insert(0, _set_sql(role, "jit", None))
             for s in q(plpy, "SELECT nspname::text AS n FROM pg_catalog.pg_namespace"
                              " WHERE nspname ~ '^pgwarden_(mask|gate)_'"):
                 sql.insert(0, f"REVOKE ALL ON SCHEMA {quote_ident(s['n'])} FROM {role}")
@@ -605,6 +620,13 @@ def _role_changes(plpy: Any, want: State, have: State, tabs: dict[int, Table],
                           "released: search_path restored; base-table privileges revoked by "
                           "masking are not re-granted", sql))
     return out
+
+
+def _set_sql(role: str, name: str, value: str | None) -> str:
+    """ALTER ROLE ... IN DATABASE <this one> SET name = value (RESET when value is None)."""
+    action = f"RESET {name}" if value is None else f"SET {name} = {value}"
+    return (f"DO $x$ BEGIN EXECUTE pg_catalog.format('ALTER ROLE %s IN DATABASE %I {action}',"
+            f" {_literal(role)}, current_database()); END $x$")
 
 
 def _set_path_sql(role: str, value: str | None) -> str:
@@ -686,6 +708,9 @@ def _search_path(plpy: Any, oid: int, family: str,
              "  WHERE datname = current_database()) AND s LIKE 'search\\_path=%') AS db,"
              " (SELECT search_path FROM pgwarden.mask_role WHERE roleid = $1) AS saved,"
              " EXISTS (SELECT FROM pgwarden.mask_role WHERE roleid = $1) AS known,"
+             " EXISTS (SELECT FROM pg_catalog.pg_db_role_setting d, unnest(d.setconfig) s"
+             "  WHERE d.setrole = $1 AND d.setdatabase = (SELECT oid FROM pg_catalog.pg_database"
+             "  WHERE datname = current_database()) AND s LIKE 'jit=%') AS jit_set,"
              " (SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = $1) AS name",
              ["oid"], [oid])[0]
     own = rows["own"].split("=", 1)[1] if rows["own"] else None
@@ -703,13 +728,18 @@ def _search_path(plpy: Any, oid: int, family: str,
     role = quote_ident(rows["name"])
     mode = {"mask": "role", "gate": "identity"}[family]
     right = own is not None and _split_path(own) == new
-    if right and rows["known"]:
+    if right and rows["known"] and rows["jit_set"]:
         return None
     sql = [f"INSERT INTO pgwarden.mask_role (roleid, mode, search_path) VALUES ({int(oid)},"
            f" '{mode}', {_literal(own) if own is not None else 'NULL'})"
            f" ON CONFLICT (roleid) DO UPDATE SET mode = EXCLUDED.mode"]
     if not right:
         sql.append(_set_path_sql(role, new_text))
+    if not rows["jit_set"]:
+        # JIT compiling the masking expressions of a scan costs more than it saves (measured:
+        # bench/mask_overhead.py); a jit setting of the role's own in this database is kept
+        sql.append(_set_sql(role, "jit", "off"))
+        new_text += "; jit off"
     return (own or f"({base_text} inherited)", new_text, sql)
 
 
@@ -1159,6 +1189,7 @@ def unmask_all(plpy: Any, GD: dict[str, Any]) -> int:
                          " FROM pgwarden.mask_role m JOIN pg_catalog.pg_roles r"
                          " ON r.oid = m.roleid"):
             plpy.execute(_set_path_sql(quote_ident(r["n"]), r["search_path"]))
+            plpy.execute(_set_sql(quote_ident(r["n"]), "jit", None))
             n += 1
         for r in q(plpy, "SELECT nspname::text AS n FROM pg_catalog.pg_namespace"
                          " WHERE nspname ~ '^pgwarden_(mask|gate)_|^pgwarden_maskd$'"
@@ -1177,7 +1208,7 @@ def unmask_all(plpy: Any, GD: dict[str, Any]) -> int:
 
 EXPECTED_FUNCTION_GRANTS = {  # function -> roles (besides pgwarden_admin) that may execute it
     "attest": ("pgwarden_agent",),
-    "_identity_masked": ("PUBLIC",), "_mask_active": ("PUBLIC",),
+    "_mask_active": ("PUBLIC",),
     "_mask_ddl_start": ("PUBLIC",), "_mask_ddl_end": ("PUBLIC",), "_mask_sql_drop": ("PUBLIC",),
     "mask_email": ("PUBLIC",), "mask_name": ("PUBLIC",),
     "mask_tail": ("PUBLIC",), "mask_initial": ("PUBLIC",), "mask_pseudonym": ("PUBLIC",),

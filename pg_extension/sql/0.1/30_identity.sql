@@ -123,26 +123,6 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   SELECT (pgwarden._attested_row()).identity
 $$;
 
-CREATE FUNCTION pgwarden._identity_masked() RETURNS boolean
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
--- The identity part of the masking decision for this backend: the attested row's decision,
--- or, unattested, the decision for "unattested". STABLE, never IMMUTABLE: masking views call
--- it as an InitPlan, (SELECT pgwarden._identity_masked()), re-run at every execution, also of
--- a cached generic plan.
-DECLARE
-  r record;
-  v boolean;
-BEGIN
-  SELECT a.masked, a.backend_start INTO r FROM pgwarden.attested a
-   WHERE a.pid = pg_backend_pid();
-  IF FOUND AND r.backend_start = (SELECT s.backend_start
-                                    FROM pg_stat_get_activity(pg_backend_pid()) s) THEN
-    RETURN r.masked;
-  END IF;
-  SELECT NOT ('unattested' ~ ANY (i.unmask_identities)) INTO v FROM pgwarden.identity_rules i;
-  RETURN v;
-END $$;
-
 CREATE FUNCTION pgwarden.identities(all_databases boolean DEFAULT false)
 RETURNS TABLE (pid integer, usename text, datname text, application_name text,
                backend_start timestamptz, client_addr text, attested boolean, identity text,

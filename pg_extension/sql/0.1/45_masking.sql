@@ -85,12 +85,11 @@ COMMENT ON FUNCTION pgwarden.mask_email(text) IS 'john.doe@example.com -> j***@e
 
 CREATE FUNCTION pgwarden.mask_name(v text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT pg_catalog.left(v, 1) OPERATOR(pg_catalog.||) '***' OPERATOR(pg_catalog.||)
-         CASE WHEN pg_catalog.strpos(v, ' ') OPERATOR(pg_catalog.>) 0
-              THEN ' ' OPERATOR(pg_catalog.||)
-                   pg_catalog.left(pg_catalog.split_part(v, ' ', -1), 1)
+  SELECT CASE WHEN pg_catalog.strpos(v, ' ') OPERATOR(pg_catalog.>) 0
+              THEN pg_catalog.left(v, 1) OPERATOR(pg_catalog.||) '*** '
+                   OPERATOR(pg_catalog.||) pg_catalog.left(pg_catalog.split_part(v, ' ', -1), 1)
                    OPERATOR(pg_catalog.||) '**'
-              ELSE '' END
+              ELSE pg_catalog.left(v, 1) OPERATOR(pg_catalog.||) '***' END
 $$;
 COMMENT ON FUNCTION pgwarden.mask_name(text) IS 'John Doe -> J*** D**, Jane -> J***';
 

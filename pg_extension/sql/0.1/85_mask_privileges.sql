@@ -2,9 +2,9 @@
 
 GRANT EXECUTE ON FUNCTION pgwarden.attest(integer, timestamptz, jsonb) TO pgwarden_agent;
 -- Masking views run these as the querying session (functions in a view run as the invoker):
--- the decision reveals only this session's own masking, the masking functions are pure; event
--- triggers run as whoever issued the DDL and call the _mask_* helpers (as the guard's do).
-GRANT EXECUTE ON FUNCTION pgwarden._identity_masked(), pgwarden._mask_active(),
+-- the masking functions are pure; event triggers run as whoever issued the DDL and call the
+-- _mask_* helpers (as the guard's do).
+GRANT EXECUTE ON FUNCTION pgwarden._mask_active(),
   pgwarden._mask_ddl_start(text, text), pgwarden._mask_ddl_end(jsonb, text),
   pgwarden._mask_sql_drop(jsonb), pgwarden.mask_email(text),
   pgwarden.mask_name(text), pgwarden.mask_tail(text, integer, text),
