@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import select
 import socket
 import time
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import discovery
+from agent.attest import AttestResult, Attestor
 from agent.events import DATA_HEADER, DATA_HEADER_SIZE, CtlEvent, CtlKind
 from agent.identity import ClientTracker, describe_process
 from agent.probes import Probes
@@ -34,6 +36,7 @@ log = logging.getLogger("pgwarden.agent")
 PREEXISTING_GEN = 2  # kernel generations are odd; user-space ones even
 RESCAN_INTERVAL_S = 2.0
 FULL_SCAN_INTERVAL_S = 30.0
+MAX_ATTESTING = 100_000  # attestations awaiting the database's answer
 
 
 def make_clock() -> Clock:
@@ -65,13 +68,22 @@ class Capture:
     emit: called with each event (docs/events.md) in capture order; it must not block.
     capture_raw: ship statement text verbatim and bind values (default: normalized, no values).
     only_ports: capture only the servers listening on one of these TCP ports (empty: all).
+    attestor: when given, every session's client is attested to its database
+    (agent.attest, issue 4) and the database's answer is emitted as `session.attested`.
     """
 
     def __init__(self, probes: Probes, emit: Callable[[dict[str, Any]], None], *,
                  capture_raw: bool = False, redactor: Redactor | None = None,
-                 only_ports: frozenset[int] = frozenset()) -> None:
+                 only_ports: frozenset[int] = frozenset(),
+                 attestor: Attestor | None = None) -> None:
         self.probes = probes
         self.only_ports = only_ports
+        self.attestor = attestor
+        # (backend pid, backend start µs) -> session id, until the database answers
+        self._attesting: dict[tuple[int, int], str] = {}
+        self._attest_results: queue.SimpleQueue[AttestResult] = queue.SimpleQueue()
+        if attestor is not None:
+            attestor.on_result = self._attest_results.put  # called in the attestor's thread
         self._emit_sink = emit
         self.capture_raw = capture_raw
         self.redactor = redactor or Redactor()
@@ -99,6 +111,12 @@ class Capture:
             c.statements += 1
         elif kind == "session.started":
             c.sessions += 1
+            if self.attestor is not None and event["database"] is not None:
+                if len(self._attesting) >= MAX_ATTESTING:  # answers lost (dropped, db down)
+                    self._attesting.clear()
+                self._attesting[(event["backend_pid"], event["backend_start_us"])] = event["session_id"]
+                self.attestor.submit(event["database"], event["backend_pid"],
+                                     event["backend_start_us"], event["client"])
         elif kind == "capture.gap":
             c.gaps += 1
         self._emit_sink(event)
@@ -186,6 +204,7 @@ class Capture:
         self._drain_ctl()
         self._drain_data()
         self._finish_exited()
+        self._drain_attested()
         if time.monotonic() - self._last_rescan > RESCAN_INTERVAL_S:
             self._rescan()
 
@@ -194,9 +213,25 @@ class Capture:
         self._drain_ctl()
         self._drain_data()
         self._finish_exited()
+        self._drain_attested()
 
     def close(self) -> None:
         self._epoll.close()
+
+    def _drain_attested(self) -> None:
+        """Emit what the databases answered to the attestations (docs/events.md)."""
+        while not self._attest_results.empty():
+            r = self._attest_results.get()
+            sid = self._attesting.pop((r.backend_pid, r.backend_start_us), None)
+            if sid is None:
+                continue
+            d = r.decision
+            event = {"type": "session.attested", "ts_us": time.time_ns() // 1000, "session_id": sid,
+                     "attested": bool(d.get("attested")), "masked": bool(d.get("masked"))}
+            for key in ("identity", "session_user", "masked_columns", "reason"):
+                if d.get(key) is not None:
+                    event[key] = d[key]
+            self._emit(event)
 
     def _drain_ctl(self) -> None:
         ring = self.probes.ctl_ring

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__, discovery
+from agent.attest import Attestor, ServiceRule
 from agent.capture import Capture
 from agent.events import STAT_NAMES
 from agent.probes import Probes, ProbeError
@@ -41,6 +42,8 @@ class AgentOptions:
     spool_max_bytes: int = 256 * 1024 * 1024
     poll_interval_s: float = 0.02
     only_ports: frozenset[int] = frozenset()  # capture only servers listening on these ports
+    attest_dsn: str | None = None  # attest clients to the databases (agent.attest); None: off
+    services: tuple[ServiceRule, ...] = ()
 
 
 def choose_mode(requested: str) -> tuple[str, str]:
@@ -69,6 +72,7 @@ class Agent:
         self.shipper = Shipper(opts.collector, opts.token, opts.state_dir,
                                max_spool_bytes=opts.spool_max_bytes)
         self.capture: Capture | None = None
+        self.attestor: Attestor | None = None
         self.started_at = time.time()
         self.postmasters: list[discovery.Postmaster] = []
         self._stop = threading.Event()
@@ -77,8 +81,10 @@ class Agent:
         self.opts.state_dir.mkdir(parents=True, exist_ok=True)
         self.probes.load()
         self.shipper.start()
+        if self.opts.attest_dsn is not None:
+            self.attestor = Attestor(self.opts.attest_dsn, self.opts.services)
         self.capture = Capture(self.probes, self.shipper.submit, capture_raw=self.opts.capture_raw,
-                               only_ports=self.opts.only_ports)
+                               only_ports=self.opts.only_ports, attestor=self.attestor)
         self.postmasters = self.capture.attach_running()
         self._write_status()
         # What start-up allocated lives as long as the agent: keep it out of every collection,
@@ -91,10 +97,12 @@ class Agent:
                  else "tracepoints on recvfrom/sendto (fallback)")
         servers = ", ".join(f"postmaster {pm.pid} (ports {','.join(map(str, pm.ports)) or 'unix only'})"
                             for pm in self.postmasters) or "no postmaster yet (waiting for one to start)"
+        attest = (f"; attesting clients to each database as {self.opts.attest_dsn!r} "
+                  f"({len(self.opts.services)} service rule(s))" if self.attestor else "")
         mid = sum(1 for s in self.capture.sessions.values() if s.facts.mid_session) if self.capture else 0
         return (f"pgwarden agent {__version__}: capturing {servers}; hooks: {hooks} "
                 f"[{self.mode_reason}]; {mid} running backend(s) attached mid-session; "
-                f"shipping to {self.opts.collector} (spool {self.opts.state_dir})")
+                f"shipping to {self.opts.collector} (spool {self.opts.state_dir}){attest}")
 
     def run(self) -> None:
         """Capture until `stop()`; then flush, ship what can be shipped, spool the rest."""
@@ -114,6 +122,8 @@ class Agent:
                     last_stats = now
         finally:
             self.capture.flush()
+            if self.attestor is not None:
+                self.attestor.stop()
             self._emit_stats()
             self.shipper.stop(timeout=10.0)
             self._write_status(running=False)
@@ -144,6 +154,7 @@ class Agent:
             "counters": {"events": c.events, "statements": c.statements, "sessions": c.sessions,
                          "gaps": c.gaps, "by_type": c.by_type} if c else {},
             "kernel": kernel, "drops": drops, "shipping": shipping,
+            "attestation": self.attestor.stats() if self.attestor else None,
         }
 
     def _write_status(self, running: bool = True) -> dict[str, Any]:

@@ -72,6 +72,7 @@ class AgentProcess:
     mode: str = "auto"
     ports: tuple[int, ...] = ()  # --port: capture only these servers
     log_path: Path | None = None
+    config_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "AgentProcess":
@@ -84,6 +85,8 @@ class AgentProcess:
             cmd.append("--capture-raw")
         for port in self.ports:
             cmd += ["--port", str(port)]
+        if self.config_path is not None:
+            cmd += ["--config", str(self.config_path)]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 

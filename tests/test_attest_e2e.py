@@ -1,4 +1,4 @@
-"""END TO END, ONCE THE CAPTURE SIDE IS WIRED (issue 4): the real agent attests every session.
+"""End to end (issue 4): the real agent attests every session.
 
 `pgwarden agent run --config FILE` with ``[identity] attest_dsn`` and ``[[identity.services]]``
 must create an agent.attest.Attestor, call ``Attestor.submit(database, backend_pid,
@@ -6,10 +6,6 @@ backend_start_us, client)`` when a session's StartupMessage is decoded, and emit
 ``session.attested`` event (docs/events.md) from each AttestResult. Then two programs sharing
 one DB role get real and masked values by who they are, without any registration by the test,
 and the collector knows which statements read masked columns.
-
-Until agent.stack.AgentProcess takes ``config_path`` (and the agent reads the [identity]
-section), this test is an expected failure (TypeError from AgentProcess); it is strict, so the
-day the wiring lands it passes and the marker must be removed.
 """
 
 from __future__ import annotations
@@ -52,9 +48,6 @@ def mc() -> Iterator[MaskedCluster]:
     m.destroy()
 
 
-@pytest.mark.xfail(raises=TypeError, strict=True,
-                   reason="waits for the capture side: AgentProcess(config_path=...) and the "
-                          "agent creating an Attestor from [identity] (issue 4)")
 def test_agent_attests_sessions_and_the_collector_knows_who_saw_masked_data(
         mc: MaskedCluster) -> None:
     db = mc.new_db()
@@ -69,8 +62,9 @@ def test_agent_attests_sessions_and_the_collector_knows_who_saw_masked_data(
         '[[identity.services]]\nname = "billing"\ncmdline = "client_program\\\\.py .* billing$"\n')
     store = str(work / "collector.db")
     collector = CollectorProcess(store, log_path=work / "collector.log").start()
-    agent = AgentProcess(collector.url, work / "agent", ports=(mc.cluster.port,),  # type: ignore[call-arg]
-                         log_path=work / "agent.log", config_path=config).start()
+    agent = AgentProcess(collector.url, work / "agent",
+                         ports=(mc.cluster.port,), log_path=work / "agent.log",
+                         config_path=config).start()
     try:
         seen = {}
         for name in ("billing", "ai"):

@@ -49,11 +49,16 @@ def agent() -> None:
               help="Capture only the PostgreSQL servers listening on this TCP port (repeatable; "
                    "[agent] ports). Default: every server on the host. A server started later "
                    "is picked up within seconds; its very first connections may be missed.")
+@click.option("--attest-dsn", metavar="DSN",
+              help="Attest each session's client to its database as role pgwarden_agent "
+                   "(libpq string with {database}), so masking and guardrail policies can depend "
+                   "on which program is connected ([identity] attest_dsn; docs/identity.md). "
+                   "On when the config file has an [identity] section.")
 @click.option("--config", "config_path", metavar="PATH", help="Configuration file (TOML).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
 def run(collector: str | None, token: str | None, state_dir: str | None, capture_raw: bool | None,
         mode: str, ring_pages: int, spool_max_bytes: int, ports: tuple[int, ...],
-        config_path: str | None, verbose: bool) -> None:
+        attest_dsn: str | None, config_path: str | None, verbose: bool) -> None:
     """Capture every PostgreSQL session on this host and ship it to a collector.
 
     Finds the running postmasters (and ones started later), attaches eBPF probes to their
@@ -67,6 +72,8 @@ def run(collector: str | None, token: str | None, state_dir: str | None, capture
     \b
     Exit codes: 0 stopped cleanly, 1 probes could not be loaded, 2 usage error.
     """
+    from agent.attest import attest_dsn as configured_attest_dsn
+    from agent.attest import load_services
     from agent.runner import Agent, AgentOptions, ProbeError
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -82,10 +89,17 @@ def run(collector: str | None, token: str | None, state_dir: str | None, capture
     if ring_pages <= 0 or ring_pages & (ring_pages - 1):
         raise click.UsageError(f"--ring-pages {ring_pages} is not a power of two")
     raw = capture_raw if capture_raw is not None else bool(cfg.get("agent", "capture_raw", False))
+    try:
+        services = tuple(load_services(cfg))
+        if attest_dsn is None and "identity" in cfg.data:
+            attest_dsn = configured_attest_dsn(cfg)
+    except config_mod.ConfigError as e:
+        raise click.UsageError(str(e)) from None
     opts = AgentOptions(collector=collector, token=token, state_dir=_state_dir(cfg, state_dir),
                         mode=mode, capture_raw=raw, data_ring_pages=ring_pages,
                         spool_max_bytes=spool_max_bytes,
-                        only_ports=frozenset(ports or cfg.get("agent", "ports", ())))
+                        only_ports=frozenset(ports or cfg.get("agent", "ports", ())),
+                        attest_dsn=attest_dsn, services=services)
     agent_ = Agent(opts)
     try:
         agent_.start()
