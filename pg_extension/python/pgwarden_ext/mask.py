@@ -309,7 +309,7 @@ def signature(t: Table, family: str, mask_roles: list[int],
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:32]
 
 
-# -- catalog access ---------------------------------------------------------------------------------
+# -- catalog access --------------------------------------------------------------------------------
 
 _PLANS: dict[str, Any] = {}
 
@@ -438,7 +438,7 @@ def relation_tree(plpy: Any, relids: list[int]) -> list[int]:
         " SELECT oid::bigint AS oid FROM t", ["oid[]"], [relids])]
 
 
-# -- the plan ---------------------------------------------------------------------------------------
+# -- the plan --------------------------------------------------------------------------------------
 
 @dataclass
 class Change:
@@ -634,7 +634,8 @@ def _set_path_sql(role: str, value: str | None) -> str:
         return (f"DO $x$ BEGIN EXECUTE pg_catalog.format('ALTER ROLE %s IN DATABASE %I RESET"
                 f" search_path', {_literal(role)}, current_database()); END $x$")
     return (f"DO $x$ BEGIN EXECUTE pg_catalog.format('ALTER ROLE %s IN DATABASE %I SET"
-            f" search_path = %s', {_literal(role)}, current_database(), {_literal(value)}); END $x$")
+            f" search_path = %s', {_literal(role)}, current_database(), {_literal(value)});"
+            " END $x$")
 
 
 def _has(plpy: Any, kind: str, role: int, obj: str, priv: str) -> bool:
@@ -989,7 +990,7 @@ def _other_roles(plpy: Any, governed: set[int]) -> list[str]:
             if r["oid"] not in governed]
 
 
-# -- apply ------------------------------------------------------------------------------------------
+# -- apply -----------------------------------------------------------------------------------------
 
 def apply(plpy: Any, GD: dict[str, Any], doc: dict[str, Any]) -> list[dict[str, str]]:
     """Make masking match `doc`, in the caller's transaction; returns the changes made."""
@@ -1204,7 +1205,7 @@ def unmask_all(plpy: Any, GD: dict[str, Any]) -> int:
     return n
 
 
-# -- drift ------------------------------------------------------------------------------------------
+# -- drift -----------------------------------------------------------------------------------------
 
 EXPECTED_FUNCTION_GRANTS = {  # function -> roles (besides pgwarden_admin) that may execute it
     "attest": ("pgwarden_agent",),
@@ -1240,7 +1241,8 @@ def drift_findings(plpy: Any) -> list[dict[str, str]]:
                      " OR r.rolcreatedb OR r.rolbypassrls AS attrs,"
                      " ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members m"
                      "  JOIN pg_catalog.pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid)"
-                     "  AS member_of FROM pg_catalog.pg_roles r WHERE r.rolname = 'pgwarden_agent'"):
+                     "  AS member_of FROM pg_catalog.pg_roles r"
+                     " WHERE r.rolname = 'pgwarden_agent'"):
         if r["attrs"] or r["member_of"]:
             out.append({"severity": "medium", "kind": "agent_role", "object": "pgwarden_agent",
                         "detail": "the agent's role should only log in and call pgwarden.attest"
