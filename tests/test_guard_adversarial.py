@@ -120,6 +120,8 @@ def test_pgwarden_internals_are_not_callable(gc: GuardedCluster, db: str) -> Non
                 "DELETE FROM pgwarden.guard_trigger", "DELETE FROM pgwarden.protected",
                 "UPDATE pgwarden.policy_head SET version = 0",
                 "SELECT pgwarden._stage_and_chain('{}')",
+                "INSERT INTO pgwarden.classified VALUES ('\\x00', 'x', '{}')",
+                "SELECT pgwarden._remember_classified('x', '{}')",
                 "SELECT pgwarden_dblink.dblink_exec('dbname=postgres', 'SELECT 1')"):
         attempt(gc, db, "app_rw", sql, ("42501", None))
 
@@ -525,3 +527,22 @@ def test_long_statements_are_not_confused(gc: GuardedCluster, db: str) -> None:
             conn.execute(pad + " DELETE FROM app.orders")
         assert e.value.diag.constraint_name == "require_where"
     assert gc.snapshot(db) == before
+
+
+def test_new_backends_share_classifications_not_sessions_input(gc: GuardedCluster,
+                                                              db: str) -> None:
+    # a shape classified in one backend is known to the next without sqlglot; what is shared
+    # is written by pgwarden alone, each entry the summary of its own text
+    assert gc.run_psql(db, "app_rw", "UPDATE app.orders SET status = 'a' WHERE id = 1").ok
+    with psycopg.connect(gc.dsn(db), autocommit=True) as conn:
+        conn.execute("UPDATE app.orders SET status = 'b' WHERE id = 2")
+        loaded = []
+        conn.add_notice_handler(lambda d: loaded.append(d.message_primary))
+        conn.execute("DO LANGUAGE plpython3u $$ import sys; plpy.notice(str('sqlglot' in"
+                     " sys.modules)) $$")
+        assert loaded == ["False"]
+        rows = conn.execute("SELECT statement, summary FROM pgwarden.classified"
+                            " WHERE statement LIKE '%UPDATE app.orders%'").fetchall()
+    assert [r[0].split("\n", 1)[1] for r in rows] == [
+        "UPDATE app.orders SET status = $1 WHERE id = $2"]
+    assert rows[0][1]["writes"] == [["UPDATE", "app", "orders", True]]

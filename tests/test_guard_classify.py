@@ -151,7 +151,7 @@ def test_strip_prepare() -> None:
 # -- the hot path's cache key ---------------------------------------------------------------
 
 _CONSTANTS = frozenset({"string", "estring", "dollar", "number"})
-_PIECES = list("abeEnNxXbBuU&$0123456789.'\"- \n\t;=<>*/()+_é:") + [
+_PIECES = list("abeEnNxXbBuU&$0123456789.'\"- \n\t;=<>*/()+_é:😀ß") + [
     "$1", "''", "--", "::", "e'", "E'", "U&'", 'U&"', "1e5", ".5", "WHERE", "id", " = "]
 
 

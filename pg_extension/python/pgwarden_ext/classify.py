@@ -26,7 +26,6 @@ sqlglot is imported lazily: ~0.2-0.6 s once per backend, only when a statement n
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +45,8 @@ def _sg() -> Any:
     """Import sqlglot on first use and silence its 'falling back to Command' warnings."""
     global _sqlglot
     if _sqlglot is None:
+        import logging  # here, not at the top: a backend may never need it (import time)
+
         import sqlglot
         import sqlglot.optimizer.simplify  # noqa: F401  (loads the submodule)
 
@@ -80,6 +81,22 @@ class Summary:
     opaque: tuple[str, ...] = ()
     executes: tuple[str, ...] = ()
     calls: frozenset[str] = frozenset()
+
+
+CLASSIFIER = "1"
+"""Bumped with any change to what `summarize` returns: it keys the summaries backends share
+(table pgwarden.classified), together with the extension version (which pins sqlglot)."""
+
+
+def to_json(summary: Summary) -> dict[str, Any]:
+    return {"writes": [[w.op, w.schema, w.table, w.restricted] for w in summary.writes],
+            "opaque": list(summary.opaque), "executes": list(summary.executes),
+            "calls": sorted(summary.calls)}
+
+
+def from_json(doc: dict[str, Any]) -> Summary:
+    return Summary(tuple(Write(*w) for w in doc["writes"]), tuple(doc["opaque"]),
+                   tuple(doc["executes"]), frozenset(doc["calls"]))
 
 
 def summarize(text: str) -> Summary:

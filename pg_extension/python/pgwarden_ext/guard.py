@@ -141,11 +141,11 @@ def where_verdict(plpy: Any, st: Any, rel: Any, op: str, nested: bool,
                         "statements pgwarden cannot see")
     conforming = "\\" not in query or plpy.execute(
         "SELECT pg_catalog.current_setting('standard_conforming_strings') = 'on' AS c")[0]["c"]
-    summ, literal_free = st.summary(query, conforming)
+    summ, literal_free = st.summary(plpy, query, conforming)
     writes, opaque, calls = list(summ.writes), list(summ.opaque), set(summ.calls)
     for name in summ.executes:
         text = _prepared_text(plpy, name)
-        inner = st.summary(text, conforming)[0] if text is not None else \
+        inner = st.summary(plpy, text, conforming)[0] if text is not None else \
             Summary(opaque=(f"EXECUTE {name}",))
         writes += inner.writes
         # SQL-level PREPARE keeps the whole client string, which may name the same EXECUTEs

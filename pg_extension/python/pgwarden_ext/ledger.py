@@ -67,20 +67,27 @@ def autonomous_conninfo(plpy: Any) -> str:
             " options='-c lock_timeout=5s -c statement_timeout=30s'")
 
 
+def autonomous(plpy: Any, st: Any, sql: str) -> str | None:
+    """Run `sql` (one statement returning one text column, built by pgwarden: never with a
+    session's input unquoted) in the autonomous session, which commits at once; its value.
+    Raises plpy.SPIError or RuntimeError when dblink cannot do it."""
+    if st.dblink_schema is None:
+        rows = plpy.execute("SELECT extnamespace::regnamespace::text AS s"
+                            " FROM pg_catalog.pg_extension WHERE extname = 'dblink'")
+        if not rows:
+            raise RuntimeError("extension dblink is not installed")
+        st.dblink_schema = rows[0]["s"]
+    conninfo = autonomous_conninfo(plpy)
+    return plpy.execute(
+        f"SELECT r FROM {st.dblink_schema}.dblink({plpy.quote_literal(conninfo)},"
+        f" {plpy.quote_literal(sql)}) AS t(r text)")[0]["r"]
+
+
 def stage_autonomous(plpy: Any, st: Any, payload: str) -> bool:
     """Stage `payload` in its own committed transaction (dblink); True on success."""
     try:
-        if st.dblink_schema is None:
-            rows = plpy.execute("SELECT extnamespace::regnamespace::text AS s"
-                                " FROM pg_catalog.pg_extension WHERE extname = 'dblink'")
-            if not rows:
-                raise RuntimeError("extension dblink is not installed")
-            st.dblink_schema = rows[0]["s"]
-        conninfo = autonomous_conninfo(plpy)
-        sql = "SELECT pgwarden._stage_and_chain(" + plpy.quote_literal(payload) + ")"
-        plpy.execute(
-            f"SELECT n FROM {st.dblink_schema}.dblink({plpy.quote_literal(conninfo)},"
-            f" {plpy.quote_literal(sql)}) AS t(n bigint)")
+        autonomous(plpy, st, "SELECT pgwarden._stage_and_chain("
+                   + plpy.quote_literal(payload) + ")::text")
         return True
     except (plpy.SPIError, RuntimeError) as e:
         plpy.warning(f"pgwarden: could not write the ledger record autonomously ({e}); "

@@ -14,7 +14,9 @@ keywords and unquoted identifiers lower-cased and every placeholder written ``?`
 statement sent with literals (simple protocol) or bind parameters (extended protocol) gets the
 same fingerprint.
 
-Token rules follow the PostgreSQL 15 lexer (src/backend/parser/scan.l): nested ``/* */`` comments,
+Character classes are written negated (every non-ASCII character is an identifier character, as
+for PostgreSQL): a class reaching up to U+FFFF takes the re module milliseconds to compile, once
+per backend. Token rules follow the PostgreSQL 15 lexer (src/backend/parser/scan.l): nested ``/* */`` comments,
 ``''`` inside strings, ``E''`` strings with backslash escapes, ``$tag$`` quoting, ``""`` quoted
 identifiers, ``U&`` forms. Unterminated constructs run to the end of the text. With
 ``standard_conforming_strings = off`` (any session may set it) PostgreSQL also reads backslash
@@ -36,11 +38,11 @@ _TOKEN = re.compile(
   | (?P<line_comment>--[^\n]*)
   | (?P<estring>[Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z))
   | (?P<string>(?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|\Z))
-  | (?P<dollar>\$(?P<tag>[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$)
+  | (?P<dollar>\$(?P<tag>[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f][^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]*)?\$)
   | (?P<param>\$[0-9]+)
   | (?P<qident>(?:[Uu]&)?"(?:[^"]|"")*(?:"|\Z))
   | (?P<number>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[Ee][+-]?[0-9]+)?)
-  | (?P<ident>[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*)
+  | (?P<ident>[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f][^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]*)
   | (?P<op>::|(?:(?!--|/\*)[-+*/<>=~!@#%^&|`?])+)
   | (?P<punct>.)
     """,
@@ -127,10 +129,10 @@ def normalize(text: str, conforming: bool = True, limit: int | None = MAX_NORMAL
 _KEY_TOKEN = re.compile(
     r"""
     ( \s+
-    | (?![EeBbXxNn]')(?![Uu]&['"])[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*
+    | (?![EeBbXxNn]')(?![Uu]&['"])[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f][^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]*
     | --[^\n]* | \$[0-9]+ | (?:[Uu]&)?"(?:[^"]|"")*(?:"|\Z) | ::
     | (?:(?!--|/\*)[-+*/<>=~!@#%^&|`?])+
-    | (?![A-Za-z_\x80-\uffff'0-9]|\.[0-9]). )
+    | (?![^\x00-\x26\x28-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]|\.[0-9]). )
   | [Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z)
   | (?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|\Z)
   | (?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[Ee][+-]?[0-9]+)?

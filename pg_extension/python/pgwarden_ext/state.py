@@ -32,7 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from pgwarden_ext import classify, lexer
+from pgwarden_ext import __version__, classify, ledger, lexer
 from pgwarden_ext.policy import Compiled, Rules, Session
 
 GD_KEY = "pgwarden"
@@ -165,10 +165,15 @@ class State:
             rules = self.rules_cache[protect] = self.compiled.rules(protect, self.session)
         return rules
 
-    def summary(self, text: str, conforming: bool = True) -> tuple[classify.Summary, bool]:
+    def summary(self, plpy: Any, text: str,
+                conforming: bool = True) -> tuple[classify.Summary, bool]:
         """(`classify.summarize` of `text`, whether it holds for every text with the same
-        normalized form), cached by exact and by normalized text. `conforming`: the session's
-        standard_conforming_strings (it changes where strings end when `text` has backslashes).
+        normalized form), cached by exact and by normalized text, the latter also in the table
+        pgwarden.classified that every backend of the database shares: a new backend then
+        needs no sqlglot (whose import costs 0.15-0.5 s) for shapes seen before. Only pgwarden
+        writes that table, each row the summary of its own text, so no session can plant a
+        wrong one. `conforming`: the session's standard_conforming_strings (it changes where
+        strings end when `text` has backslashes).
 
         The summary of the normalized text holds for all its literal values. When that text
         does not parse (normalization can break typed literals: DATE '...'), the real text is
@@ -181,7 +186,7 @@ class State:
             norm = ("n", lexer.normalize(text, conforming, limit=None))
             hit = cache.get(norm)
             if hit is None:
-                hit = cache[norm] = (classify.summarize(norm[1]), True)
+                hit = cache[norm] = (self._shared_summary(plpy, norm[1]), True)
             if hit[0].opaque == ("unparseable",) and (conforming or "\\" not in text):
                 # sqlglot reads backslashes as standard_conforming_strings = on does
                 hit = (classify.summarize(text), False)
@@ -190,6 +195,24 @@ class State:
         while len(cache) > SUMMARY_CACHE_SIZE:
             cache.popitem(last=False)
         return hit
+
+    def _shared_summary(self, plpy: Any, normalized: str) -> classify.Summary:
+        key = f"{__version__}/{classify.CLASSIFIER}\n{normalized}"
+        rows = plpy.execute(plpy.prepare(
+            "SELECT summary::text AS s FROM pgwarden.classified"
+            " WHERE key = pg_catalog.sha256(pg_catalog.convert_to($1, 'UTF8')) AND statement = $1",
+            ["text"]), [key])
+        if rows:
+            return classify.from_json(json.loads(rows[0]["s"]))
+        summary = classify.summarize(normalized)
+        try:  # committed at once, so that no user transaction ever waits on another's insert
+            ledger.autonomous(plpy, self, "SELECT pgwarden._remember_classified("
+                              + plpy.quote_literal(key) + ", "
+                              + plpy.quote_literal(json.dumps(classify.to_json(summary)))
+                              + ")::text")
+        except (plpy.SPIError, RuntimeError):
+            pass  # only a cache: the next backend classifies the text again
+        return summary
 
     def remember_verdict(self, query: str, relid: int, op: str, kind: str,
                          literal_free: bool) -> None:

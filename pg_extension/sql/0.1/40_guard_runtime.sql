@@ -1,5 +1,25 @@
 -- == runtime: decisions (PL/Python shims into pgwarden_ext) =====================================
 
+CREATE TABLE pgwarden.classified (
+  key       bytea PRIMARY KEY,
+  statement text NOT NULL,
+  summary   jsonb NOT NULL,
+  at        timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+COMMENT ON TABLE pgwarden.classified IS
+  'What each literal-free statement text does (pgwarden_ext.classify), shared by the backends of this database so that a new one needs no sqlglot for shapes seen before; statement is "<extension version>/<classifier version>\n<normalized statement>", key its SHA-256. A cache: written only by pgwarden, safe to empty';
+
+CREATE FUNCTION pgwarden._remember_classified(stmt text, summ jsonb) RETURNS boolean
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  -- Runs in the autonomous (dblink) session. At most 50,000 rows: sessions decide which texts
+  -- get classified, so they must not be able to grow this without bound.
+  INSERT INTO pgwarden.classified (key, statement, summary)
+  SELECT sha256(convert_to(stmt, 'UTF8')), stmt, summ
+   WHERE (SELECT count(*) FROM pgwarden.classified) < 50000
+  ON CONFLICT (key) DO NOTHING
+  RETURNING true
+$$;
+
 CREATE FUNCTION pgwarden._raise(d jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 -- Raise a decision: SQLSTATE class PW, the rule in the constraint-name field (docs/events.md).
