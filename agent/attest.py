@@ -7,7 +7,9 @@ background thread keeps one connection per database as role ``pgwarden_agent`` a
 that start time and returns the masking decision (handed to `on_result`, for the capture link).
 `submit` never blocks and never raises: when the queue is full, a database is down or the
 extension is missing, the registration is dropped and counted (the session stays
-"unattested", which policies treat strictly: fail closed).
+"unattested", which policies treat strictly: fail closed). A backend the database does not list
+yet (the StartupMessage is seen before authentication completes) is tried again, 10 ms, 20 ms,
+... about 5 s in all.
 
 The identity sent is the client process as the capture saw it (pid, uid, user, exe, cmdline,
 systemd_unit, container_id, ...) plus ``service``: the name of the first `ServiceRule` that
@@ -34,6 +36,7 @@ database names the session by its unit, container or executable (``unit:billing.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import logging
 import queue
 import re
@@ -53,6 +56,11 @@ QUEUE_SIZE = 10_000
 MAX_AGE_S = 30.0          # a registration older than this is dropped (the backend is long busy)
 RETRY_S = 5.0             # after a failed connect, that database's registrations are dropped
 NO_EXTENSION_S = 60.0     # for this long, before trying again
+# The capture sees the StartupMessage before PostgreSQL lists the backend in pg_stat_activity
+# (it does so after authentication): "no live client backend" is retried, 10 ms, 20 ms, ...
+# (about 5 s in all) before it counts as refused.
+NOT_YET_LISTED = "no live client backend has this pid"
+MAX_ATTEMPTS = 9
 _RULE_KEYS = ("name", "exe", "cmdline", "unit", "container", "user", "uid")
 
 
@@ -159,6 +167,7 @@ class _Item:
     pid: int
     start_us: int
     identity: dict[str, Any]
+    attempts: int = 0
 
 
 _STOP = object()
@@ -188,9 +197,11 @@ class Attestor:
         self._no_extension_until: dict[str, float] = {}  # pgwarden not installed there
         self._lock = threading.Lock()
         self._counts = {k: 0 for k in (
-            "submitted", "attested", "refused", "dropped_full", "dropped_stale",
+            "submitted", "attested", "refused", "retried", "dropped_full", "dropped_stale",
             "dropped_unavailable", "dropped_no_extension", "failed", "connects",
             "callback_errors")}
+        self._retries: list[tuple[float, int, _Item]] = []  # heap: (due, seq, item)
+        self._retry_seq = 0
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="pgwarden-attest", daemon=True)
         self._thread.start()
@@ -219,7 +230,7 @@ class Attestor:
         """Counters since start, and `queued` (registrations waiting now)."""
         with self._lock:
             out = dict(self._counts)
-        out["queued"] = self._queue.qsize()
+        out["queued"] = self._queue.qsize() + len(self._retries)
         out["connections"] = len(self._conns)
         return out
 
@@ -245,7 +256,13 @@ class Attestor:
     def _run(self) -> None:
         try:
             while True:
-                item = self._queue.get()
+                timeout = None
+                if self._retries:
+                    timeout = max(0.0, self._retries[0][0] - time.monotonic())
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    item = heapq.heappop(self._retries)[2]
                 if item is _STOP:
                     return
                 try:
@@ -265,7 +282,7 @@ class Attestor:
     def _attest(self, item: _Item) -> None:
         import psycopg
 
-        if time.monotonic() - item.submitted > self.max_age_s:
+        if time.monotonic() - item.submitted > self.max_age_s + (5.0 if item.attempts else 0.0):
             self._count("dropped_stale")
             return
         now = time.monotonic()
@@ -301,6 +318,13 @@ class Attestor:
                 self._count("failed")
                 return
             decision = row[0] if row else {}
+            if decision.get("reason") == NOT_YET_LISTED and item.attempts < MAX_ATTEMPTS:
+                item.attempts += 1
+                self._retry_seq += 1
+                heapq.heappush(self._retries, (time.monotonic() + 0.01 * 2 ** (item.attempts - 1),
+                                               self._retry_seq, item))
+                self._count("retried")
+                return
             self._count("attested" if decision.get("attested") else "refused")
             if self.on_result is not None:
                 try:
