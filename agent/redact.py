@@ -56,6 +56,26 @@ _CLASSES = str.maketrans({**{chr(c): " " for c in range(128)},
                           **{ch: "a" for ch in "_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"}})
 
 
+_ZERO_DIGITS = str.maketrans("123456789", "000000000")
+
+
+def numeric_shape(sql: str) -> str | None:
+    """A cache key shared by statements that differ only in the values of numeric constants
+    (`... WHERE aid = 12` and `... WHERE aid = 977`), or None when that cannot be told safely.
+
+    Safe only when every digit starts or continues a numeric token: no quote, comment or dollar
+    sign (strings and parameters), and no digit right after a word character (identifiers like
+    t1, and 1e5 / 0x1F forms). Then changing digits changes only constants' values, which
+    normalization replaces by position, so the normalized text and fingerprint are the same.
+    The key keeps a "#" prefix so it never equals a statement's own text."""
+    if "'" in sql or "--" in sql or "/*" in sql or "$" in sql:
+        return None
+    c = sql.translate(_CLASSES)
+    if "0" not in c or "a0" in c:
+        return None
+    return "#" + sql.translate(_ZERO_DIGITS)
+
+
 def may_hold_constant(text: str) -> bool:
     """True unless `text` (parsed, normalized) certainly has no constant and no comment left."""
     if "'" in text or "--" in text or "/*" in text:
@@ -112,6 +132,11 @@ class Redactor:
         hit = self._redacted.get(sql)
         if hit is not None:
             return hit
+        key = numeric_shape(sql)
+        if key is not None:  # same statement as one already seen, but for its numbers
+            hit = self._redacted.get(key)
+            if hit is not None:
+                return hit
         normalized = self._normalize(sql)
         fp = self._fingerprints.get(normalized)
         if fp is None:
@@ -119,7 +144,7 @@ class Redactor:
             if len(normalized) <= self._max_cached:
                 self._fingerprints.put(normalized, fp)
         if len(sql) <= self._max_cached:
-            self._redacted.put(sql, (normalized, fp))
+            self._redacted.put(key if key is not None else sql, (normalized, fp))
         return normalized, fp
 
     def normalize(self, sql: str) -> str:

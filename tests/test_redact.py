@@ -237,3 +237,35 @@ def test_shortcut_equals_full_rescan_on_generated_text(words: list[str], sep: st
         return
     if not may_hold_constant(text):
         assert scrub(text) == text
+
+
+# -- the numeric-shape cache: same answer as a fresh redaction --------------------------------
+
+@pytest.mark.parametrize("sql,shape", [
+    ("SELECT abalance FROM pgbench_accounts WHERE aid = 42;", True),
+    ("SELECT * FROM t WHERE a IN (1, 2.5, -3) LIMIT 10", True),
+    ("SELECT * FROM t1 WHERE a = 5", False), ("SELECT 1e5", False), ("SELECT 'x', 5", False),
+    ("SELECT $1 + 5", False), ("SELECT 5 -- c", False), ("SELECT a FROM t", False),
+])
+def test_numeric_shape_applies_only_where_safe(sql: str, shape: bool) -> None:
+    from agent.redact import numeric_shape
+
+    assert (numeric_shape(sql) is not None) is shape
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**12), min_size=3, max_size=3),
+       st.lists(st.integers(min_value=0, max_value=10**12), min_size=3, max_size=3),
+       st.sampled_from([
+           "SELECT abalance FROM pgbench_accounts WHERE aid = {}; SELECT {} + {}",
+           "UPDATE acc SET bal = bal + {} WHERE id = {} AND x < -{}",
+           "SELECT a, b FROM tab WHERE c BETWEEN {} AND {}.{} ORDER BY 1",
+           "INSERT INTO h (a, b, c) VALUES ({}, {}, {})",
+           "SELECT col FROM t WHERE v IN ({},{},{}) LIMIT 5 OFFSET 3",
+       ]))
+@settings(max_examples=200, deadline=None)
+def test_numeric_shape_cache_equals_fresh_redaction(first: list[int], second: list[int],
+                                                     template: str) -> None:
+    cached = Redactor()
+    cached.redact(template.format(*first))
+    sql = template.format(*second)
+    assert cached.redact(sql) == Redactor().redact(sql)
