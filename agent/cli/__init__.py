@@ -54,7 +54,13 @@ def main() -> None:
     """Govern and observe PostgreSQL access by people, services and AI agents, without a proxy.
 
     \b
-    Capture (host agent, eBPF):   pgwarden agent run | agent status
-    Collector:                    pgwarden collector run
-    Queries for security teams:   pgwarden sessions | session ID | statements
+    Capture (host agent, eBPF):    pgwarden agent run | agent status
+    Collector:                     pgwarden collector run
+    Queries for security teams:    pgwarden sessions | session ID | statements
+    Extension (inside PostgreSQL): pgwarden db install | policy plan|apply|drift | audit verify
+    PII and identity:              pgwarden discover | identity
+    Approvals:                     pgwarden approvals list|approve|deny | notify run
+
+    Configuration file: --config PATH, $PGWARDEN_CONFIG or /etc/pgwarden/config.toml.
+    Exit codes: 0 ok, 1 failure or findings, 2 usage error.
     """
