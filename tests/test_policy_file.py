@@ -64,7 +64,7 @@ def test_client_and_server_agree_on_rules_and_actions() -> None:
 def test_bad_action_names_line_and_column() -> None:
     text = VALID.replace("opaque_write: allow", "opaque_write: blok")
     assert problems(text) == [(8, 7, "protect[0].rules.opaque_write",
-                               "expected one of block, allow, off, got 'blok'")]
+                               "expected one of block, approve, allow, off, got 'blok'")]
 
 
 def test_unknown_rule_suggests_the_closest() -> None:
@@ -82,10 +82,23 @@ def test_every_problem_is_reported_at_once() -> None:
                                           (7, "protect[0].rules.max_rows.statement")]
 
 
-def test_approve_is_refused_until_approvals_exist() -> None:
-    [(line, _, path, msg)] = problems(VALID.replace("no_drop: allow", "no_drop: approve"))
-    assert (line, path) == (13, "principals[0].rules.no_drop")
-    assert "approvals" in msg
+def test_approve_is_an_action_except_for_row_by_row_rules() -> None:
+    doc = load(VALID.replace("no_drop: allow", "no_drop: approve")).doc
+    assert doc["principals"][0]["rules"]["no_drop"] == "approve"
+    [(line, _, path, msg)] = problems(VALID.replace("no_drop: allow",
+                                                    "protected_columns: approve"))
+    assert (line, path) == (13, "principals[0].rules.protected_columns")
+    assert "row by row" in msg
+
+
+def test_approvals_section() -> None:
+    doc = load(VALID + "approvals:\n  request_ttl: 2h\n  grant_ttl: 90s\n"
+                       "  reviewers: {roles: [alice, 'sec-*'], member_of: [secops]}\n").doc
+    assert doc["approvals"] == {"request_ttl": 7200, "grant_ttl": 90,
+                                "reviewers": {"roles": ["alice", "sec-*"],
+                                              "member_of": ["secops"]}}
+    [(_, _, path, msg)] = problems(VALID + "approvals:\n  grant_ttl: soon\n")
+    assert path == "approvals.grant_ttl" and "duration" in msg
 
 
 def test_principal_scope_must_name_a_protect_entry() -> None:

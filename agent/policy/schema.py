@@ -25,7 +25,11 @@ SCHEMA_VERSION = 1
 RULES = ("no_drop", "no_truncate", "require_where", "max_rows", "protected_columns",
          "opaque_write", "no_rewrite")
 ACTIONS = ("block", "approve", "allow", "off")
-ENABLED_ACTIONS = ("block", "allow", "off")  # "approve" needs the approvals workflow (issue 5)
+ENABLED_ACTIONS = ACTIONS
+NO_APPROVE_RULES = ("protected_columns",)  # decided row by row: one approval per row makes no sense
+APPROVAL_DEFAULTS = {"request_ttl": 86400, "grant_ttl": 1800}  # seconds (docs/approvals.md)
+_DURATION = re.compile(r"^([0-9]+)\s*(s|m|h|d)?$")
+_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 ROW_LIMITS = ("statement", "transaction", "opaque_statement")
 DEFAULT_RULES: dict[str, Any] = {
     "no_drop": "block", "no_truncate": "block", "require_where": "block",
@@ -136,7 +140,7 @@ class _Checker:
 
     def document(self, data: Any) -> dict[str, Any]:
         top = self.mapping(None, None, data, "", ("version", "protect", "principals",
-                                                  "masking"))
+                                                  "masking", "approvals"))
         if top is None:
             return {}
         if top.get("version") != SCHEMA_VERSION:
@@ -148,7 +152,35 @@ class _Checker:
         doc = {"version": SCHEMA_VERSION, "protect": protect, "principals": principals}
         if "masking" in top:
             doc["masking"] = self.masking(top)
+        if "approvals" in top:
+            doc["approvals"] = self.approvals(top)
         return doc
+
+    def approvals(self, top: CommentedMap) -> dict[str, Any]:
+        """The approvals section (docs/approvals.md): how long requests and grants live, and
+        who may review (session_user globs, group memberships; default: pgwarden admins)."""
+        out: dict[str, Any] = {**APPROVAL_DEFAULTS, "reviewers": {"roles": [], "member_of": []}}
+        m = self.mapping(top, "approvals", top.get("approvals"), "approvals",
+                         ("request_ttl", "grant_ttl", "reviewers"))
+        if m is None:
+            return out
+        for key in ("request_ttl", "grant_ttl"):
+            if key in m:
+                value = str(m[key]).strip()
+                match = _DURATION.match(value)
+                if not match or int(match.group(1)) == 0:
+                    self.fail(m, key, f"approvals.{key}", f"expected a duration such as 90s, "
+                              f"15m, 24h or 7d, got {m[key]!r}")
+                else:
+                    out[key] = int(match.group(1)) * _UNITS[match.group(2)]
+        if "reviewers" in m:
+            r = self.mapping(m, "reviewers", m.get("reviewers"), "approvals.reviewers",
+                             ("roles", "member_of"))
+            if r is not None:
+                out["reviewers"] = {k: self.strings(r, k, f"approvals.reviewers.{k}", _ROLE,
+                                                    "a role name or glob")
+                                    for k in ("roles", "member_of")}
+        return out
 
     def masking(self, top: CommentedMap) -> dict[str, Any]:
         """The masking section (docs/masking.md); columns accept discover's suggestions."""
@@ -329,14 +361,14 @@ class _Checker:
                 limits = self.max_rows(m, value, f"{at}.max_rows")
                 out["max_rows"] = {**(out.get("max_rows") or {}), **limits}
             elif self.action(m, rule, value, f"{at}.{rule}"):
-                out[rule] = value
+                if value == "approve" and rule in NO_APPROVE_RULES:
+                    self.fail(m, rule, f"{at}.{rule}", f"action 'approve' is not available for "
+                              f"{rule} (decided row by row); use block, allow or off")
+                else:
+                    out[rule] = value
         return out
 
     def action(self, node: Any, key: Any, value: Any, at: str) -> bool:
-        if value == "approve":
-            self.fail(node, key, at, "action 'approve' needs pgwarden approvals, which this "
-                      "version does not have yet; use block, allow or off")
-            return False
         if value not in ENABLED_ACTIONS:
             self.fail(node, key, at, f"expected one of {', '.join(ENABLED_ACTIONS)}, "
                       f"got {value!r}")

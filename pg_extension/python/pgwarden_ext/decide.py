@@ -5,8 +5,9 @@ Actions (policy.ACTIONS):
     off      the rule is not evaluated: nothing recorded
     allow    the statement goes on; an "allowed" record is staged in its transaction
     block    an autonomous "blocked" record, then SQLSTATE PW001
-    approve  an autonomous "approval_required" record, then SQLSTATE PW002 (the approval
-             workflow of issue 5 plugs in here: request id in the message, one-time grants)
+    approve  a matching one-time grant lets the statement go on ("approval_used"); without
+             one, an approval request and an autonomous "approval_required" record, then
+             SQLSTATE PW002 naming the request (see `approvals`)
 
 Errors are returned as a dict that the PL/pgSQL caller raises with
 ``RAISE EXCEPTION USING ERRCODE, MESSAGE, DETAIL, HINT, CONSTRAINT = rule, SCHEMA, TABLE``
@@ -42,16 +43,25 @@ class Event:
     rows: int | None = None
     protect: str | None = None
     principal: str | None = None
+    relid: int | None = None  # the relation a row write fired on (approvals measure it)
 
     @property
     def object(self) -> str:
         return f"{self.schema}.{self.name}" if self.schema else self.name
 
 
-def decide(plpy: Any, st: Any, rule: str, action: str, ev: Event) -> dict[str, Any] | None:
-    """Apply `action` of `rule` to `ev`: record it, and return the error to raise (or None)."""
+def decide(plpy: Any, st: Any, rule: str, action: str, ev: Event,
+           effect: dict[str, Any] | None = None,
+           firing: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Apply `action` of `rule` to `ev`: record it, and return the error to raise (or None).
+    For approve: `effect` is what the statement changes (None: not measured yet) and `firing`
+    what the rules of this one trigger firing share (a grant covers all of them)."""
     if action == "off":
         return None
+    if action == "approve":
+        from pgwarden_ext import approvals
+
+        return approvals.require(plpy, st, rule, ev, effect, {} if firing is None else firing)
     query = ev.query or ""
     # with standard_conforming_strings off, backslashes end strings elsewhere: normalize as the
     # server reads the text, or a literal could reach the ledger
@@ -84,15 +94,10 @@ def error(rule: str, action: str, ev: Event, version: int, user: str) -> dict[st
     entry = f' protect entry "{ev.protect}",' if ev.protect else ""
     who = f"session user {user}" + (f" (principal {ev.principal})" if ev.principal else "")
     detail = f"{ev.reason}.{rows} Policy version {version},{entry} {who}."
-    if action == "approve":
-        message = f"pgwarden: {ev.op} on {ev.object_type} {ev.object} requires an approval (rule {rule})"
-        hint = ("Approvals are not enabled in this pgwarden version; ask a pgwarden admin to "
-                f"allow rule {rule} for you in pgwarden.yaml.")
-    else:
-        message = f"pgwarden: {ev.op} on {ev.object_type} {ev.object} blocked by rule {rule}"
-        hint = ("If this change is intended, ask a pgwarden admin for an approval: an exception "
-                f"for your role under rule {rule} in pgwarden.yaml. The attempt is recorded in "
-                "the pgwarden ledger.")
+    message = f"pgwarden: {ev.op} on {ev.object_type} {ev.object} blocked by rule {rule}"
+    hint = ("If this change is intended, ask a pgwarden admin for an exception for your role "
+            f"under rule {rule} in pgwarden.yaml, or for `{rule}: approve` (just-in-time "
+            "approvals). The attempt is recorded in the pgwarden ledger.")
     return {"sqlstate": SQLSTATE[action], "message": message, "detail": detail, "hint": hint,
             "rule": rule, "schema": ev.schema or "", "table": ev.name if ev.schema else ""}
 

@@ -30,7 +30,9 @@ EVENT_TRIGGERS = ("pgwarden_sql_drop", "pgwarden_ddl_end", "pgwarden_table_rewri
                   "pgwarden_mask_ddl_start", "pgwarden_mask_ddl_end", "pgwarden_mask_sql_drop")
 RUNTIME_FUNCTIONS = ("session_identity", "_raise", "_guard_write", "_guard_write_check",
                      "_guard_truncate", "_guard_columns", "_guard_rewrite", "_guard_sql_drop",
-                     "_guard_ddl_end")
+                     "_guard_ddl_end",
+                     # approvals: they check who is asking themselves (approvals.py)
+                     "approve", "deny", "approval_requests", "expire_approvals")
 
 
 def findings(plpy: Any, GD: dict[str, Any]) -> list[dict[str, str]]:

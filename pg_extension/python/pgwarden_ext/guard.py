@@ -25,7 +25,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from pgwarden_ext import apply, classify, ledger, lexer, state
+from pgwarden_ext import apply, approvals, classify, ledger, lexer, state
 from pgwarden_ext.classify import OPAQUE, RESTRICTED, UNRESTRICTED, Summary, Write
 from pgwarden_ext.decide import Event, decide
 from pgwarden_ext.policy import INTEGRITY_RULE
@@ -84,7 +84,9 @@ def needs_check(GD: dict[str, Any], relid: int, op: str, nrows: int, nested: boo
 
 
 def on_write(plpy: Any, GD: dict[str, Any], relid: int, op: str, nrows: int, nested: bool,
-             query: str, cur_user: str) -> str | None:
+             query: str, cur_user: str, effect: str | None = None) -> str | None:
+    """`effect`: the measure of the write (see approvals.effect_sql) when a rule with action
+    approve asked the trigger for it; that call's rows were counted by the one that asked."""
     st = state.get(plpy, GD)
     rel = _relation(plpy, st, relid)
     if rel is None or st.busy:
@@ -92,23 +94,27 @@ def on_write(plpy: Any, GD: dict[str, Any], relid: int, op: str, nrows: int, nes
     rules = st.rules(rel.protect)
     if rules is None:
         return None
-    # often the hot path only wanted finished transactions pruned (`begin` just did that), or
-    # the rules of a new session: ask it again with what was read here
-    if st.head_key is not None and not needs_check(GD, relid, op, nrows, nested, query, st.xid,
-                                                   st.session.user, *st.head_key):
-        return None
+    measured = json.loads(effect) if effect else None
     nrows = max(nrows, 0)
-    st.count(st.xid, rel.root, nrows)
+    if measured is None:
+        # often the hot path only wanted finished transactions pruned (`begin` just did that),
+        # or the rules of a new session: ask it again with what was read here
+        if st.head_key is not None and not needs_check(
+                GD, relid, op, nrows, nested, query, st.xid, st.session.user, *st.head_key):
+            return None
+        st.count(st.xid, rel.root, nrows)
     total = st.counted(rel.root)  # `begin` left only the real transaction's bucket
     ev = Event(op, KIND_NAMES.get(rel.kind, "table"), rel.schema, rel.name, "", query, cur_user,
-               nrows, rel.protect, rules.principal)
+               nrows, rel.protect, rules.principal, relid)
+    firing: dict[str, Any] = {}
     opaque = False
     if rules.action("require_where") != "off" or rules.action("opaque_write") != "off":
         kind, reason = where_verdict(plpy, st, rel, op, nested, query)
         rule = {UNRESTRICTED: "require_where", OPAQUE: "opaque_write"}.get(kind)
         if rule:
             opaque = kind == OPAQUE
-            err = decide(plpy, st, rule, rules.action(rule), replace(ev, reason=reason))
+            err = decide(plpy, st, rule, rules.action(rule), replace(ev, reason=reason),
+                         measured, firing)
             if err:
                 return json.dumps(err)
     action, limits = rules.action("max_rows"), rules.limits
@@ -123,7 +129,8 @@ def on_write(plpy: Any, GD: dict[str, Any], relid: int, op: str, nrows: int, nes
     for applies, limit, n, text in checks:
         if action != "off" and applies and limit is not None and n > limit:
             reason = text.format(n=n, m=limit)
-            err = decide(plpy, st, "max_rows", action, replace(ev, reason=reason))
+            err = decide(plpy, st, "max_rows", action, replace(ev, reason=reason), measured,
+                         firing)
             if err:
                 return json.dumps(err)
     return None
@@ -177,8 +184,9 @@ def on_truncate(plpy: Any, GD: dict[str, Any], relid: int, cur_user: str,
         return None
     ev = Event("TRUNCATE", "table", rel.schema, rel.name,
                f"TRUNCATE removes every row of {rel.qualified}", query, cur_user, None,
-               rel.protect, rules.principal)
-    err = decide(plpy, st, "no_truncate", rules.action("no_truncate"), ev)
+               rel.protect, rules.principal, relid)
+    err = decide(plpy, st, "no_truncate", rules.action("no_truncate"), ev,
+                 approvals.object_effect("TRUNCATE", [f"{relid}:{rel.qualified}"]))
     return json.dumps(err) if err else None
 
 
@@ -192,7 +200,9 @@ def on_columns(plpy: Any, GD: dict[str, Any], relid: int, columns: list[str], cu
     ev = Event("UPDATE", "table", rel.schema, rel.name,
                f"the UPDATE changes protected column(s) {', '.join(columns)}", query, cur_user,
                None, rel.protect, rules.principal)
-    err = decide(plpy, st, "protected_columns", rules.action("protected_columns"), ev)
+    action = rules.action("protected_columns")
+    # decided row by row, so not approvable (validate refuses it; a hand-made document blocks)
+    err = decide(plpy, st, "protected_columns", "block" if action == "approve" else action, ev)
     return json.dumps(err) if err else None
 
 
@@ -206,7 +216,8 @@ def on_rewrite(plpy: Any, GD: dict[str, Any], relid: int, cur_user: str,
     ev = Event("ALTER TABLE", "table", rel.schema, rel.name,
                f"the command rewrites every row of {rel.qualified} (for example ALTER COLUMN "
                "... TYPE ... USING)", query, cur_user, None, rel.protect, rules.principal)
-    err = decide(plpy, st, "no_rewrite", rules.action("no_rewrite"), ev)
+    err = decide(plpy, st, "no_rewrite", rules.action("no_rewrite"), ev,
+                 approvals.object_effect("ALTER TABLE", [f"{relid}:{rel.qualified}"]))
     return json.dumps(err) if err else None
 
 
@@ -225,6 +236,9 @@ def on_sql_drop(plpy: Any, GD: dict[str, Any], objects: str, cur_user: str, tag:
         "SELECT tgoid::bigint, relid::bigint FROM pgwarden.guard_trigger WHERE tgoid = ANY($1)",
         ["oid[]"]), [[o["objid"] for o in objs if o["classid"] == "pg_trigger"]])}
     changed = False
+    effect = approvals.object_effect(tag, [f"{o['classid']}:{o['objid']}:{o['objsubid']}:"
+                                           f"{o['identity']}" for o in objs])
+    firing: dict[str, Any] = {}
     for o in objs:
         how = "" if o["original"] else f" (dropped along with the {tag} ... CASCADE)"
         ev = Event(tag, o["type"], o["schema"], o["name"] or o["identity"], "", query, cur_user)
@@ -243,7 +257,7 @@ def on_sql_drop(plpy: Any, GD: dict[str, Any], objects: str, cur_user: str, tag:
                 continue
             err = decide(plpy, st, "no_drop", rules.action("no_drop"), replace(
                 ev, reason=f"{o['type']} {o['identity']} is protected{how}",
-                protect=rules.protect, principal=rules.principal))
+                protect=rules.protect, principal=rules.principal), effect, firing)
         elif o["classid"] == "pg_class" and o["objsubid"] and o["objid"] in st.relations \
                 and o["objid"] not in dropped_rels:
             rel = st.relations[o["objid"]]
@@ -254,7 +268,7 @@ def on_sql_drop(plpy: Any, GD: dict[str, Any], objects: str, cur_user: str, tag:
             err = decide(plpy, st, "no_drop", rules.action("no_drop"), replace(
                 ev, object_type="table column", schema=rel.schema, name=rel.name,
                 reason=f"{o['identity']} is a column of a protected table{how}",
-                protect=rules.protect, principal=rules.principal))
+                protect=rules.protect, principal=rules.principal), effect, firing)
         else:
             continue
         if err:

@@ -17,6 +17,8 @@ Canonical document (every key present)::
                             "max_rows": {"action": "block", "statement": 500,
                                          "transaction": 5000, "opaque_statement": null}}}],
      "masking": {...},                                           # optional: see mask.py
+     "approvals": {"request_ttl": 86400, "grant_ttl": 1800,      # optional: see approvals.py
+                   "reviewers": {"roles": [], "member_of": []}},
      "principals": [{"name": "migrations",
                      "match": {"roles": ["migrator"], "member_of": [], "identities": []},
                      "protect": [],                              # [] = every protect entry
@@ -157,6 +159,10 @@ def check(doc: Any) -> None:
         from pgwarden_ext import mask
 
         mask.check(doc["masking"], lambda at, what: _expect(False, at, what))
+    if "approvals" in doc:
+        from pgwarden_ext import approvals
+
+        approvals.check(doc["approvals"], lambda ok, at, what: _expect(ok, at, what))
 
 
 def _rules(rules: Any, at: str, partial: bool) -> None:

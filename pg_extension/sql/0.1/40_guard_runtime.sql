@@ -45,11 +45,14 @@ return f(GD, relid, op, nrows, nested, query, xid, sess_user, version, epoch)
 $$;
 
 CREATE FUNCTION pgwarden._guard_write_check(relid oid, op text, nrows bigint, nested boolean,
-                                            query text, cur_user name) RETURNS jsonb
+                                            query text, cur_user name,
+                                            effect jsonb DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+# Returns NULL (go on), an error to raise, or {"effect_sql": ...}: a rule with action approve
+# needs the write measured (approvals.effect_sql); the trigger runs that and calls again.
 import sys; '@PYTHON_DIR@' in sys.path or sys.path.insert(0, '@PYTHON_DIR@')
 from pgwarden_ext import guard
-return guard.on_write(plpy, GD, relid, op, nrows, nested, query, cur_user)
+return guard.on_write(plpy, GD, relid, op, nrows, nested, query, cur_user, effect)
 $$;
 
 CREATE FUNCTION pgwarden._guard_truncate(relid oid, cur_user name, query text)

@@ -19,6 +19,7 @@ DECLARE
   q pg_catalog.text;
   h record;
   d pg_catalog.jsonb;
+  e pg_catalog.jsonb;
 BEGIN
   SELECT pg_catalog.count(*) INTO n FROM pgwarden_old;
   IF n OPERATOR(pg_catalog.>) 0 THEN
@@ -30,6 +31,12 @@ BEGIN
                              pg_catalog.pg_current_xact_id_if_assigned(), SESSION_USER,
                              h.version, h.epoch) THEN
       d := pgwarden._guard_write_check(TG_RELID, TG_OP, n, nested, q, CURRENT_USER);
+      IF d OPERATOR(pg_catalog.?) 'effect_sql' THEN
+        -- a rule with action approve: measure the write from the transition table (row count,
+        -- hash and keys of the primary keys), with SQL pgwarden generated, and decide again
+        EXECUTE d OPERATOR(pg_catalog.->>) 'effect_sql' INTO e;
+        d := pgwarden._guard_write_check(TG_RELID, TG_OP, n, nested, q, CURRENT_USER, e);
+      END IF;
       IF d IS NOT NULL THEN
         PERFORM pgwarden._raise(d);
       END IF;

@@ -5,7 +5,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA pgwarden FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgwarden TO PUBLIC;
 GRANT EXECUTE ON FUNCTION pgwarden.session_identity(), pgwarden._raise(jsonb),
   pgwarden._guard_write(oid, text, bigint, boolean, text, xid8, name, integer, bigint),
-  pgwarden._guard_write_check(oid, text, bigint, boolean, text, name),
+  pgwarden._guard_write_check(oid, text, bigint, boolean, text, name, jsonb),
   pgwarden._guard_truncate(oid, name, text),
   pgwarden._guard_columns(oid, text[], name, text),
   pgwarden._guard_rewrite(oid, name, text),
