@@ -177,6 +177,14 @@ EVENT_FIELDS: Mapping[str, Mapping[str, Field]] = {
         "session_user": (_str, OPT), "masked": (_bool, OPT),
         "masked_columns": (_array_of(_str, "str"), OPT), "reason": (_str, OPT),
     },
+    "approval": {
+        "request_id": (_int, REQ), "event": (_str, REQ), "database": (_str, OPT),
+        "status": (_str, OPT), "rule": (_str, OPT), "op": (_str, OPT), "object": (_str, OPT),
+        "statement": (_str, OPT), "fingerprint": (_str, OPT), "requester": (_str, OPT),
+        "identity": (_str, OPT), "reviewer": (_str, OPT), "rows": (_int, OPT),
+        "requester_pid": (_int, OPT), "requester_backend_start_us": (_int, OPT),
+        "used_pid": (_int, OPT), "used_backend_start_us": (_int, OPT), "used_at_us": (_int, OPT),
+    },
     "agent.stats": {
         "events": (_int, OPT), "statements": (_int, OPT), "sessions": (_int, OPT),
         "drops": (_map_of(_int, "int"), OPT), "spool_bytes": (_int, OPT),

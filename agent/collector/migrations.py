@@ -164,9 +164,33 @@ def _m0002_masking(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m0003_approvals(conn: Connection) -> None:
+    """approval events (relayed from the extension's outbox) for the capture link."""
+    md = MetaData()
+    id_type = BigInteger().with_variant(Integer(), "sqlite")
+    Table("approval_events", md,
+          Column("id", id_type, primary_key=True, autoincrement=True),
+          Column("agent_id", Text, nullable=False),
+          Column("batch_seq", BigInteger, nullable=False),
+          Column("ts_us", BigInteger, nullable=False),
+          Column("request_id", BigInteger, nullable=False),
+          Column("event", Text, nullable=False),
+          Column("database", Text), Column("status", Text), Column("rule", Text),
+          Column("op", Text), Column("object", Text), Column("statement", Text),
+          Column("fingerprint", Text), Column("requester", Text), Column("identity", Text),
+          Column("reviewer", Text), Column("rows", BigInteger),
+          Column("requester_pid", BigInteger), Column("requester_backend_start_us", BigInteger),
+          Column("used_pid", BigInteger), Column("used_backend_start_us", BigInteger),
+          Column("used_at_us", BigInteger),
+          Index("approval_events_request_idx", "request_id", "ts_us"),
+          Index("approval_events_used_idx", "used_pid", "used_at_us"))
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _m0001_initial),
     Migration(2, "masking decisions of sessions", _m0002_masking),
+    Migration(3, "approval events", _m0003_approvals),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

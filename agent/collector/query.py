@@ -28,6 +28,7 @@ Errors: StoreUnavailable (from storage), SessionNotFound, AmbiguousSession.
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -389,10 +390,98 @@ def _timeline_entries(store: Store, session: dict[str, Any]) -> Iterator[dict[st
     session_keys = set(_SESSION_FIELDS_OF_STATEMENT + _SESSION_EXTRA_OF_STATEMENT)
     statements = ({"kind": "statement", **{k: v for k, v in s.items() if k not in session_keys}}
                   for s in find_statements(store, StatementFilter(session_id=sid)))
+    runs = _approved_runs(store, session)
     merged = heapq.merge(statements, gaps, cancels, marks, key=order)
     for entry in merged:
         entry["at"] = iso_utc(entry["ts_us"])
+        if entry["kind"] == "statement":
+            link = _approval_link(store, entry, runs)
+            if link:
+                entry["approval"] = link
         yield entry
+
+
+# -- approvals: a statement refused pending approval (PW002) and the run the approval let through
+
+APPROVAL_REQUEST = re.compile(r"approval request (\d+)")
+"""How the extension names the request in a PW002 message (docs/approvals.md)."""
+_SAME_BACKEND_US = 2_000_000  # PostgreSQL's backend_start vs the agent's process start time
+
+
+def _approved_runs(store: Store, session: dict[str, Any]) -> list[dict[str, Any]]:
+    """'used' approval events of this session's backend: pid, backend start (within
+    `_SAME_BACKEND_US`) and database must match."""
+    pid, start = session.get("backend_pid"), session.get("backend_start_us")
+    if pid is None:
+        return []
+    a = schema.approval_events
+    conds = [a.c.event == "used", a.c.used_pid == pid]
+    if start is not None:
+        conds += [a.c.used_backend_start_us >= start - _SAME_BACKEND_US,
+                  a.c.used_backend_start_us <= start + _SAME_BACKEND_US]
+    if session.get("database"):
+        conds.append(or_(a.c.database.is_(None), a.c.database == session["database"]))
+    with store.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(
+            select(a).where(*conds).order_by(a.c.used_at_us))]
+
+
+def _approval_link(store: Store, entry: dict[str, Any],
+                   runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """For a PW002 statement: its request, what became of it and the run it allowed; for the
+    run an approval let through: its request and where it was refused first."""
+    if entry.get("sqlstate") == "PW002":
+        m = APPROVAL_REQUEST.search(entry.get("error_message") or "")
+        if not m:
+            return None
+        rid = int(m.group(1))
+        with store.connect() as conn:
+            events = [dict(r._mapping) for r in conn.execute(
+                select(schema.approval_events)
+                .where(schema.approval_events.c.request_id == rid)
+                .order_by(schema.approval_events.c.ts_us))]
+            used = next((e for e in events if e["event"] == "used"), None)
+            run = _statement_of_backend(conn, used) if used else None
+        last = events[-1] if events else {}
+        return {"request_id": rid, "role": "requested", "status": last.get("status"),
+                "reviewer": last.get("reviewer"), "approved_run": run}
+    for use in runs:
+        # the grant was used while this statement ran: the latest one started by then
+        if entry["ts_us"] <= use["used_at_us"] <= entry["ts_us"] + (entry["duration_us"] or 0) \
+                + _CLOCK_SLACK_US:
+            with store.connect() as conn:
+                first = conn.execute(
+                    select(st.c.session_id, st.c.seq, st.c.ts_us)
+                    .where(st.c.sqlstate == "PW002",
+                           st.c.error_message.like(f"%approval request {use['request_id']}"))
+                    .order_by(st.c.ts_us).limit(1)).first()
+            return {"request_id": use["request_id"], "role": "approved_run",
+                    "reviewer": use["reviewer"],
+                    "requested_in": None if first is None else {
+                        "session_id": first.session_id, "seq": first.seq,
+                        "at": iso_utc(first.ts_us)}}
+    return None
+
+
+_CLOCK_SLACK_US = 50_000
+
+
+def _statement_of_backend(conn: Any, used: dict[str, Any]) -> dict[str, Any] | None:
+    """The captured statement during which a grant was used (by backend pid and start)."""
+    if used.get("used_pid") is None or used.get("used_at_us") is None:
+        return None
+    conds = [se.c.backend_pid == used["used_pid"]]
+    if used.get("used_backend_start_us") is not None:
+        conds += [se.c.backend_start_us >= used["used_backend_start_us"] - _SAME_BACKEND_US,
+                  se.c.backend_start_us <= used["used_backend_start_us"] + _SAME_BACKEND_US]
+    used_at = used["used_at_us"]
+    row = conn.execute(
+        select(st.c.session_id, st.c.seq, st.c.ts_us).join(se, se.c.session_id == st.c.session_id)
+        .where(*conds, st.c.ts_us <= used_at,
+               st.c.ts_us + func.coalesce(st.c.duration_us, 0) + _CLOCK_SLACK_US >= used_at)
+        .order_by(st.c.ts_us.desc()).limit(1)).first()
+    return None if row is None else {"session_id": row.session_id, "seq": row.seq,
+                                     "at": iso_utc(row.ts_us)}
 
 
 def _chunks(rows: list[Any], size: int) -> Iterator[list[Any]]:

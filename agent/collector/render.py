@@ -195,6 +195,8 @@ def print_session(console: Console, session: dict[str, Any],
             text = statement_text(entry["statement"])
             if entry.get("masked_columns"):
                 text.append("\nmasked: " + ", ".join(entry["masked_columns"]), style="magenta")
+            if entry.get("approval"):
+                text.append("\n" + approval_note(entry["approval"]), style="cyan")
             table.add_row(times.cell(entry["ts_us"]), str(entry["seq"]), text, result(entry),
                           duration(entry["duration_us"]))
         elif kind == "session.attested":
@@ -219,6 +221,27 @@ def print_session(console: Console, session: dict[str, Any],
             table.add_row(times.cell(entry["ts_us"]), "", Text(what, style="green"), outcome, "")
     _print(console, table, shown, hidden, "timeline entries")
     return shown
+
+
+def approval_note(link: dict[str, Any]) -> str:
+    """The capture link of a statement refused pending approval, or of the run it allowed."""
+    rid = link["request_id"]
+    if link["role"] == "requested":
+        status = link.get("status") or "pending"
+        note = f"approval request {rid}: {status}"
+        if link.get("reviewer"):
+            note += f" by {link['reviewer']}"
+        run = link.get("approved_run")
+        if run:
+            note += f"; approved run: session {run['session_id']} #{run['seq']}"
+        return note
+    note = f"approved run of approval request {rid}"
+    if link.get("reviewer"):
+        note += f" (approved by {link['reviewer']})"
+    first = link.get("requested_in")
+    if first:
+        note += f"; requested in session {first['session_id']} #{first['seq']}"
+    return note
 
 
 def _print(console: Console, table: Table, shown: int, hidden: int, what: str) -> None:

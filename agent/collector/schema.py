@@ -174,6 +174,27 @@ statement_flags = Table(
     Index("statement_flags_flag_idx", "flag", "statement_id"),
 )
 
+approval_events = Table(
+    "approval_events", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("agent_id", Text, nullable=False),
+    Column("batch_seq", BigInteger, nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("request_id", BigInteger, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("database", Text), Column("status", Text), Column("rule", Text), Column("op", Text),
+    Column("object", Text), Column("statement", Text), Column("fingerprint", Text),
+    Column("requester", Text), Column("identity", Text), Column("reviewer", Text),
+    Column("rows", BigInteger),
+    Column("requester_pid", BigInteger), Column("requester_backend_start_us", BigInteger),
+    Column("used_pid", BigInteger), Column("used_backend_start_us", BigInteger),
+    Column("used_at_us", BigInteger),
+    Index("approval_events_request_idx", "request_id", "ts_us"),
+    Index("approval_events_used_idx", "used_pid", "used_at_us"),
+)
+"""Approval events relayed by `pgwarden notify run --collector` (docs/events.md, `approval`):
+they link a statement refused pending approval (PW002) with the run the approval let through."""
+
 gaps = Table(
     "gaps", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),

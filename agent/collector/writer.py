@@ -33,6 +33,10 @@ _STATEMENT_KEYS = ("session_id", "seq", "query_seq", "ts_us", "duration_us", "pr
                    "statement", "statement_raw", "fingerprint", "statement_name", "portal",
                    "command_tag", "rows", "sqlstate", "error_message", "error_severity", "rule",
                    "txn_status", "param_count", "param_formats", "param_values", "flags")
+_APPROVAL_KEYS = ("request_id", "event", "database", "status", "rule", "op", "object",
+                  "statement", "fingerprint", "requester", "identity", "reviewer", "rows",
+                  "requester_pid", "requester_backend_start_us", "used_pid",
+                  "used_backend_start_us", "used_at_us")
 _SESSION_DATA_COLUMNS = tuple(
     c.name for c in schema.sessions.columns
     if c.name not in ("session_id", "agent_id", "first_seen_us", "last_seen_us",
@@ -52,6 +56,7 @@ class PreparedBatch:
     gaps: list[dict[str, Any]] = field(default_factory=list)
     cancels: list[dict[str, Any]] = field(default_factory=list)
     agent_stats: dict[str, Any] | None = None
+    approvals: list[dict[str, Any]] = field(default_factory=list)
     # session_id -> its masked columns (schema, relation, column), from its latest
     # session.attested in the batch; replaces what the store holds for that session
     masked_columns: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
@@ -118,6 +123,9 @@ def prepare(batch: Batch, relations: RelationCache, received_us: int) -> Prepare
             prepared.cancels.append({"agent_id": agent_id, "session_id": event["session_id"],
                                      "ts_us": ts_us,
                                      "target_backend_pid": event["target_backend_pid"]})
+        elif etype == "approval":
+            prepared.approvals.append({"agent_id": agent_id, "batch_seq": batch.batch_seq,
+                                       "ts_us": ts_us, **{k: event[k] for k in _APPROVAL_KEYS}})
         elif etype == "agent.stats":
             latest = prepared.agent_stats
             if latest is None or ts_us >= latest["ts_us"]:
@@ -142,6 +150,8 @@ def write(conn: Connection, prepared: PreparedBatch) -> None:
         conn.execute(schema.cancels.insert(), prepared.cancels)
     if prepared.agent_stats is not None:
         _upsert_agent_stats(conn, prepared.agent_stats)
+    if prepared.approvals:
+        _bulk_insert(conn, schema.approval_events, prepared.approvals)
     if prepared.masked_columns:
         t = schema.session_masked_columns
         conn.execute(t.delete().where(t.c.session_id.in_(list(prepared.masked_columns))))
