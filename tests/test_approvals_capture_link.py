@@ -17,7 +17,14 @@ import pytest
 from agent.db.testing import GuardedCluster
 from agent.pgcluster import PG_BIN, make_workdir, wait_for
 from agent.stack import AgentProcess, CollectorProcess
-from tests.approvals_helpers import BIG_UPDATE, ROOT, RelayProcess, approve, request_id, start_cluster
+from tests.approvals_helpers import (
+    BIG_UPDATE,
+    ROOT,
+    RelayProcess,
+    approve,
+    request_id,
+    start_cluster,
+)
 from tests.oracle import captured
 
 pytestmark = [pytest.mark.pg, pytest.mark.bpf]

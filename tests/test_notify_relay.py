@@ -54,7 +54,8 @@ def make_requests(gc: GuardedCluster, db: str, n: int, first: int = 0) -> list[i
     return ids
 
 
-def status(gc: GuardedCluster, db: str, receiver: Receiver) -> tuple[int, dict[str, dict]]:  # type: ignore[type-arg]
+def status(gc: GuardedCluster, db: str,
+           receiver: Receiver) -> tuple[int, dict[str, dict]]:  # type: ignore[type-arg]
     res = cli("notify", "status", "--dsn", gc.dsn(db), *hooks(receiver), "--json")
     return res.returncode, {s["webhook"]: s for s in json.loads(res.stdout)}
 

@@ -360,5 +360,6 @@ def _user_functions(plpy: Any, names: set[str]) -> list[str]:
     return [r["f"] for r in rows]
 
 
-__all__ = ["needs_check", "on_write", "on_truncate", "on_columns", "on_rewrite", "on_sql_drop", "on_ddl_end",
+__all__ = ["needs_check", "on_write", "on_truncate", "on_columns", "on_rewrite", "on_sql_drop",
+           "on_ddl_end",
            "where_verdict", "RESTRICTED"]

@@ -16,7 +16,8 @@ same fingerprint.
 
 Character classes are written negated (every non-ASCII character is an identifier character, as
 for PostgreSQL): a class reaching up to U+FFFF takes the re module milliseconds to compile, once
-per backend. Token rules follow the PostgreSQL 15 lexer (src/backend/parser/scan.l): nested ``/* */`` comments,
+per backend. Token rules follow the PostgreSQL 15 lexer (src/backend/parser/scan.l): nested
+``/* */`` comments,
 ``''`` inside strings, ``E''`` strings with backslash escapes, ``$tag$`` quoting, ``""`` quoted
 identifiers, ``U&`` forms. Unterminated constructs run to the end of the text. With
 ``standard_conforming_strings = off`` (any session may set it) PostgreSQL also reads backslash
@@ -32,20 +33,26 @@ import re
 MAX_NORMALIZED_CHARS = 4096
 """Longer normalized texts are cut (with a trailing ``…``) before they reach the ledger."""
 
+# identifier characters: a first one (letters, _, any non-ASCII), the next ones (also digits and
+# $), those of a dollar-quote tag (no $)
+_START = r"[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f]"
+_CONT = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"
+_TAG = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"
+
 _TOKEN = re.compile(
     r"""
     (?P<ws>\s+)
   | (?P<line_comment>--[^\n]*)
   | (?P<estring>[Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z))
   | (?P<string>(?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|\Z))
-  | (?P<dollar>\$(?P<tag>[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f][^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]*)?\$)
+  | (?P<dollar>\$(?P<tag>START TAG*)?\$)
   | (?P<param>\$[0-9]+)
   | (?P<qident>(?:[Uu]&)?"(?:[^"]|"")*(?:"|\Z))
   | (?P<number>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[Ee][+-]?[0-9]+)?)
-  | (?P<ident>[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f][^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]*)
+  | (?P<ident>START CONT*)
   | (?P<op>::|(?:(?!--|/\*)[-+*/<>=~!@#%^&|`?])+)
   | (?P<punct>.)
-    """,
+    """.replace("START", _START).replace("CONT", _CONT).replace("TAG", _TAG),
     re.VERBOSE | re.DOTALL,
 )
 
@@ -129,14 +136,14 @@ def normalize(text: str, conforming: bool = True, limit: int | None = MAX_NORMAL
 _KEY_TOKEN = re.compile(
     r"""
     ( \s+
-    | (?![EeBbXxNn]')(?![Uu]&['"])[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f][^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]*
+    | (?![EeBbXxNn]')(?![Uu]&['"])START CONT*
     | --[^\n]* | \$[0-9]+ | (?:[Uu]&)?"(?:[^"]|"")*(?:"|\Z) | ::
     | (?:(?!--|/\*)[-+*/<>=~!@#%^&|`?])+
     | (?![^\x00-\x26\x28-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]|\.[0-9]). )
   | [Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z)
   | (?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|\Z)
   | (?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[Ee][+-]?[0-9]+)?
-    """,
+    """.replace("START", _START).replace("CONT", _CONT),
     re.VERBOSE | re.DOTALL,
 )
 _NO_KEY = re.compile(r"/\*|\\|\$(?![0-9])")
