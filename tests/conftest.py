@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.db.testing import GuardedCluster
 from agent.pgcluster import PgCluster, make_workdir
 
 
@@ -33,3 +34,18 @@ def pg_cluster() -> Iterator[PgCluster]:
     cluster.start()
     yield cluster
     cluster.destroy()
+
+
+@pytest.fixture(scope="module")
+def gc() -> Iterator[GuardedCluster]:
+    """A cluster with the extension installed and the test policy (agent.db.testing.TEST_POLICY),
+    one per test module."""
+    g = GuardedCluster().start()
+    yield g
+    g.destroy()
+
+
+@pytest.fixture
+def db(gc: GuardedCluster) -> str:
+    """A fresh database of `gc` with the seeded schema, for one test."""
+    return gc.new_db()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -19,13 +18,6 @@ from agent.cli import main
 from agent.db.testing import GuardedCluster
 
 pytestmark = pytest.mark.pg
-
-
-@pytest.fixture(scope="module")
-def gc() -> Iterator[GuardedCluster]:
-    g = GuardedCluster().start()
-    yield g
-    g.destroy()
 
 
 @pytest.fixture

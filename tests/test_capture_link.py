@@ -8,7 +8,6 @@ constraint-name field, over both protocols; `pgwarden statements --blocked` list
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,23 +20,16 @@ from tests.oracle import captured
 pytestmark = [pytest.mark.pg, pytest.mark.bpf]
 
 
-@pytest.fixture(scope="module")
-def guarded() -> Iterator[GuardedCluster]:
-    g = GuardedCluster().start()
-    yield g
-    g.destroy()
-
-
-def test_blocked_statements_are_marked_with_their_rule(guarded: GuardedCluster,
+def test_blocked_statements_are_marked_with_their_rule(gc: GuardedCluster,
                                                        tmp_path: Path) -> None:
-    db = guarded.new_db()
+    db = gc.new_db()
     collector = CollectorProcess(str(tmp_path / "c.db"), log_path=tmp_path / "c.log").start()
-    agent = AgentProcess(collector.url, tmp_path / "agent", ports=(guarded.cluster.port,),
+    agent = AgentProcess(collector.url, tmp_path / "agent", ports=(gc.cluster.port,),
                          log_path=tmp_path / "a.log").start()
     try:
-        simple = guarded.run_psql(db, "app_rw", "DELETE FROM app.orders")
-        extended = guarded.run_extended(db, "app_rw", "UPDATE app.customers SET note = %s", ("x",))
-        allowed = guarded.run_psql(db, "app_rw", "DELETE FROM app.orders WHERE id = 5")
+        simple = gc.run_psql(db, "app_rw", "DELETE FROM app.orders")
+        extended = gc.run_extended(db, "app_rw", "UPDATE app.customers SET note = %s", ("x",))
+        allowed = gc.run_psql(db, "app_rw", "DELETE FROM app.orders WHERE id = 5")
         assert simple.sqlstate == extended.sqlstate == "PW001" and allowed.ok
 
         def arrived() -> list[dict]:  # type: ignore[type-arg]

@@ -10,7 +10,6 @@ and etl are principals with exceptions in TEST_POLICY.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -19,18 +18,6 @@ from agent.db.testing import GuardedCluster, Outcome
 from agent.pgcluster import PG_BIN
 
 pytestmark = pytest.mark.pg
-
-
-@pytest.fixture(scope="module")
-def gc() -> Iterator[GuardedCluster]:
-    g = GuardedCluster().start()
-    yield g
-    g.destroy()
-
-
-@pytest.fixture
-def db(gc: GuardedCluster) -> str:
-    return gc.new_db()
 
 
 def attempt(gc: GuardedCluster, db: str, user: str, sql: str,

@@ -8,7 +8,6 @@ Cluster: agent.db.testing.GuardedCluster (schema and policy: TEST_POLICY there).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -18,18 +17,6 @@ from agent.db.testing import GuardedCluster, Outcome
 
 pytestmark = pytest.mark.pg
 PROTOCOLS = ["simple", "extended"]
-
-
-@pytest.fixture(scope="module")
-def gc() -> Iterator[GuardedCluster]:
-    g = GuardedCluster().start()
-    yield g
-    g.destroy()
-
-
-@pytest.fixture
-def db(gc: GuardedCluster) -> str:
-    return gc.new_db()
 
 
 def inline(sql: str, params: tuple[Any, ...]) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,6 @@ from agent.cli import main
 from agent.db.testing import TEST_POLICY, GuardedCluster
 
 pytestmark = pytest.mark.pg
-
-
-@pytest.fixture(scope="module")
-def gc() -> Iterator[GuardedCluster]:
-    g = GuardedCluster().start()
-    yield g
-    g.destroy()
-
-
-@pytest.fixture
-def db(gc: GuardedCluster) -> str:
-    return gc.new_db()
 
 
 def cli(*args: str) -> Result:

@@ -135,6 +135,23 @@ def _emit_json(rows: Iterator[dict[str, Any]]) -> None:
         click.echo(json.dumps(row, ensure_ascii=False, default=str))
 
 
+def _list(store: str | None, config_path: str | None, limit: int | None, as_json: bool,
+          flt: Any, find: Callable[..., Iterator[dict[str, Any]]], count: Callable[..., int],
+          show: Callable[[Any, list[dict[str, Any]], int], None]) -> None:
+    """Rows matching `flt`: JSON lines (all unless --limit) or a table with the hidden count."""
+    effective = _effective_limit(limit, as_json)
+    with _opened_store(store, config_path) as opened:
+        rows = find(opened, flt, limit=effective)
+        if as_json:
+            _emit_json(rows)
+            return
+        shown = list(rows)
+        hidden = 0
+        if effective is not None and len(shown) == effective:
+            hidden = count(opened, flt) - len(shown)
+        show(_console(), shown, hidden)
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -168,17 +185,8 @@ def sessions(user: str | None, database: str | None, client_exe: str | None, sin
 
     flt = query.SessionFilter(user=user, database=database, client_exe=client_exe,
                               since_us=since, until_us=until)
-    effective = _effective_limit(limit, as_json)
-    with _opened_store(store, config_path) as opened:
-        rows = query.find_sessions(opened, flt, limit=effective)
-        if as_json:
-            _emit_json(rows)
-            return
-        shown_rows = list(rows)
-        hidden = 0
-        if effective is not None and len(shown_rows) == effective:
-            hidden = query.count_sessions(opened, flt) - len(shown_rows)
-        render.print_sessions(_console(), shown_rows, hidden)
+    _list(store, config_path, limit, as_json, flt,
+          query.find_sessions, query.count_sessions, render.print_sessions)
 
 
 @click.command(context_settings=CONTEXT)
@@ -283,14 +291,5 @@ def statements(user: str | None, database: str | None, client_exe: str | None,
         user=user, database=database, client_exe=client_exe, since_us=since, until_us=until,
         table=table, error=error, sqlstate=sqlstate, sql_like=sql_like, session_id=session_id,
         blocked=blocked, masked=masked)
-    effective = _effective_limit(limit, as_json)
-    with _opened_store(store, config_path) as opened:
-        rows = query.find_statements(opened, flt, limit=effective)
-        if as_json:
-            _emit_json(rows)
-            return
-        shown_rows = list(rows)
-        hidden = 0
-        if effective is not None and len(shown_rows) == effective:
-            hidden = query.count_statements(opened, flt) - len(shown_rows)
-        render.print_statements(_console(), shown_rows, hidden)
+    _list(store, config_path, limit, as_json, flt,
+          query.find_statements, query.count_statements, render.print_statements)

@@ -20,6 +20,8 @@ from pglast.parser import ParseError
 from pglast.stream import maybe_double_quote_name
 from pglast.visitors import referenced_relations
 
+from agent.sqlnames import split_qualified_name
+
 
 class Relation(NamedTuple):
     """A referenced relation: `schema` is None when the statement did not qualify the name."""
@@ -31,42 +33,6 @@ class Relation(NamedTuple):
         """The name as SQL would spell it: `public.orders`, `"Weird.T"`."""
         name = maybe_double_quote_name(self.name)
         return name if self.schema is None else f"{maybe_double_quote_name(self.schema)}.{name}"
-
-
-def split_qualified_name(text: str) -> tuple[str, ...]:
-    """Split `a.b`, `"My Schema"."T.1"` into identifier parts, folding unquoted parts to lower case.
-
-    Raises ValueError for empty parts or an unterminated quote.
-    """
-    parts: list[str] = []
-    i, n = 0, len(text)
-    while True:
-        if i < n and text[i] == '"':
-            j, chars = i + 1, []
-            while True:
-                if j >= n:
-                    raise ValueError(f"unterminated quoted identifier in {text!r}")
-                if text[j] == '"':
-                    if j + 1 < n and text[j + 1] == '"':
-                        chars.append('"')
-                        j += 2
-                        continue
-                    break
-                chars.append(text[j])
-                j += 1
-            part, i = "".join(chars), j + 1
-        else:
-            j = text.find(".", i)
-            j = n if j < 0 else j
-            part, i = text[i:j].strip().lower(), j
-        if not part:
-            raise ValueError(f"empty name part in {text!r}")
-        parts.append(part)
-        if i >= n:
-            return tuple(parts)
-        if text[i] != ".":
-            raise ValueError(f"unexpected {text[i]!r} after a quoted identifier in {text!r}")
-        i += 1
 
 
 def parse_relation(text: str) -> Relation:

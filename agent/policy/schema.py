@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
-
-from agent.pii.classes import DEFAULT_METHOD
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
+
+from agent.pii.classes import DEFAULT_METHOD
+from agent.sqlnames import split_qualified_name
 
 SCHEMA_VERSION = 1
 RULES = ("no_drop", "no_truncate", "require_where", "max_rows", "protected_columns",
@@ -399,35 +400,8 @@ class _Checker:
 
 def _column_key(text: str) -> tuple[str, str, str]:
     """`schema.table.column` (parts "quoted" as in SQL when needed; unquoted parts fold to lower
-    case, as PostgreSQL reads them) -> its three names."""
-    parts, i, n = [], 0, len(text)
-    while i <= n:
-        if i < n and text[i] == '"':
-            j, chars = i + 1, []
-            while True:
-                if j >= n:
-                    raise ValueError(f"unterminated quoted name in {text!r}")
-                if text[j] == '"':
-                    if j + 1 < n and text[j + 1] == '"':
-                        chars.append('"')
-                        j += 2
-                        continue
-                    break
-                chars.append(text[j])
-                j += 1
-            part, i = "".join(chars), j + 1
-        else:
-            j = text.find(".", i)
-            j = n if j < 0 else j
-            part, i = text[i:j].strip().lower(), j
-        if not part:
-            raise ValueError(f"expected schema.table.column, got {text!r}")
-        parts.append(part)
-        if i >= n:
-            break
-        if text[i] != ".":
-            raise ValueError(f"unexpected {text[i]!r} after a quoted name in {text!r}")
-        i += 1
+    case, as PostgreSQL reads them) -> its three names. Raises ValueError otherwise."""
+    parts = split_qualified_name(text)
     if len(parts) != 3:
         raise ValueError(f"expected schema.table.column, got {text!r}")
     return parts[0], parts[1], parts[2]
