@@ -80,6 +80,13 @@ def tps(output: str) -> float:
     raise RuntimeError(f"no tps in pgbench output: {output[-500:]}")
 
 
+def transactions(output: str) -> int:
+    for line in output.splitlines():
+        if line.startswith("number of transactions actually processed: "):
+            return int(line.split(": ")[1].split("/")[0])
+    raise RuntimeError(f"no transaction count in pgbench output: {output[-500:]}")
+
+
 def latencies_us(port: int, work: Path, rate: int, seconds: int) -> list[float]:
     """Per-transaction latencies (µs) of a fixed-rate select-only run, from pgbench's -l log."""
     for old in work.glob("pgbench_log.*"):
@@ -136,13 +143,18 @@ def main() -> None:
                     out = pgbench(port, *flags, "-n", "-c", str(CLIENTS), "-j", "2", "-T",
                                   str(args.seconds))
                     results.setdefault((workload, setup), []).append(tps(out))
+                    seen = ""
                     if agent is not None:
                         time.sleep(1.5)
-                        for k, v in agent.status()["drops"].items():
+                        status = agent.status()
+                        for k, v in status["drops"].items():
                             drops[k] = drops.get(k, 0) + v
                         agent.stop()
-                    print(f"round {rnd} {workload:11s} {setup:10s} {results[(workload, setup)][-1]:9.0f} tps",
-                          flush=True)
+                        # proof the agent was capturing during the run, not merely running
+                        seen = (f"  captured {status['counters'].get('statements', 0)} statements"
+                                f" for {transactions(out)} transactions")
+                    print(f"round {rnd} {workload:11s} {setup:10s} "
+                          f"{results[(workload, setup)][-1]:9.0f} tps{seen}", flush=True)
 
         print(f"\nSaturation, {CLIENTS} clients, {args.seconds} s runs, {args.rounds} rounds, "
               f"median TPS (ratio to direct):")
