@@ -5,8 +5,8 @@ Run as root: `python -m bench.capture_overhead [--rounds 3] [--seconds 10]`.
 At saturation (4 clients, select-only `-S` and tpcb-like), runs are interleaved within each round
 (direct, agent, pgbouncer), so the machine's drift hits all three alike (this host is noisy:
 ±15% run to run); the medians and their ratios to direct are printed with the agent's drop
-counts. At a fixed rate (`-R`, default 5,000 tx/s, select-only) it prints p50/p99 latency with and
-without the agent and the agent's CPU seconds per 100,000 statements.
+counts. At a fixed rate (`-R`, default 5,000 tx/s, select-only), interleaved the same way, it prints
+p50/p90/p99 latency with and without the agent and the agent's CPU seconds per 100,000 statements.
 
 Two agent setups: "agent+coll" ships to a collector on this same host, whose ingest competes
 for the two cores; "agent" models a collector on another host (the usual deployment) with an
@@ -167,21 +167,33 @@ def main() -> None:
             print("  ".join(line))
         print(f"  agent drops over all runs: {drops or 'none'}")
 
-        print(f"\nFixed rate {args.rate} tx/s select-only, {args.seconds} s (agent, collector elsewhere):")
-        base = latencies_us(cluster.port, work, args.rate, args.seconds)
-        agent = AgentProcess(UNREACHABLE, fresh_dir(work), ports=(cluster.port,),
-                             log_path=work / "agent.log").start()
-        cpu0 = agent_cpu_s(agent)
-        st0 = agent.status()["counters"].get("statements", 0)
-        with_agent = latencies_us(cluster.port, work, args.rate, args.seconds)
-        time.sleep(1.5)
-        cpu = agent_cpu_s(agent) - cpu0
-        stmts = agent.status()["counters"].get("statements", 0) - st0
-        agent.stop()
-        for name, vals in (("direct", base), ("agent", with_agent)):
-            print(f"  {name:6s} p50 {percentile(vals, 0.50):7.0f} µs  p99 {percentile(vals, 0.99):7.0f} µs")
-        print(f"  added   p50 {percentile(with_agent, 0.5) - percentile(base, 0.5):+7.0f} µs  "
-              f"p99 {percentile(with_agent, 0.99) - percentile(base, 0.99):+7.0f} µs")
+        print(f"\nFixed rate {args.rate} tx/s select-only, {args.seconds} s runs, {args.rounds} "
+              f"rounds interleaved (agent, collector elsewhere); median of each percentile:")
+        pct: dict[str, dict[float, list[float]]] = {"direct": {}, "agent": {}}
+        cpu = 0.0
+        stmts = 0
+        for _ in range(args.rounds):
+            for setup in ("direct", "agent"):
+                agent = None
+                if setup == "agent":
+                    agent = AgentProcess(UNREACHABLE, fresh_dir(work), ports=(cluster.port,),
+                                         log_path=work / "agent.log").start()
+                    cpu0 = agent_cpu_s(agent)
+                    st0 = agent.status()["counters"].get("statements", 0)
+                vals = latencies_us(cluster.port, work, args.rate, args.seconds)
+                for q in (0.5, 0.9, 0.99):
+                    pct[setup].setdefault(q, []).append(percentile(vals, q))
+                if agent is not None:
+                    time.sleep(1.5)
+                    cpu += agent_cpu_s(agent) - cpu0
+                    stmts += agent.status()["counters"].get("statements", 0) - st0
+                    agent.stop()
+        med = {k: {q: statistics.median(v) for q, v in d.items()} for k, d in pct.items()}
+        for name in ("direct", "agent"):
+            print(f"  {name:6s} " + "  ".join(f"p{int(q * 100)} {med[name][q]:7.0f} µs"
+                                              for q in (0.5, 0.9, 0.99)))
+        print("  added  " + "  ".join(f"p{int(q * 100)} {med['agent'][q] - med['direct'][q]:+7.0f} µs"
+                                      for q in (0.5, 0.9, 0.99)))
         print(f"  agent CPU {cpu:.2f} s for {stmts} statements = "
               f"{cpu / max(stmts, 1) * 100_000:.2f} CPU-s per 100,000 statements")
     finally:
