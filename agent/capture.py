@@ -176,7 +176,8 @@ class Capture:
         listens only after start-up), exited postmasters; every FULL_SCAN_INTERVAL_S, the whole
         of /proc (reading every process's name is not free on a busy host)."""
         now = time.monotonic()
-        if now - self._last_full_scan > FULL_SCAN_INTERVAL_S:
+        full = now - self._last_full_scan > FULL_SCAN_INTERVAL_S
+        if full:
             self._last_full_scan = now
             self.candidates.update(pm.pid for pm in discovery.find_postmasters()
                                    if pm.pid not in self.postmasters)
@@ -185,6 +186,8 @@ class Capture:
                 self.postmasters.pop(pid, None)
                 self.candidates.discard(pid)
                 continue
+            if pid not in self.candidates and not full:
+                continue  # a postmaster's ports are set at start-up: re-read on full scans only
             ports = discovery.listen_ports(pid)
             if self._wanted(ports) and (pid in self.candidates or self.postmasters[pid] != ports):
                 self.candidates.discard(pid)

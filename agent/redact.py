@@ -56,24 +56,35 @@ _CLASSES = str.maketrans({**{chr(c): " " for c in range(128)},
                           **{ch: "a" for ch in "_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"}})
 
 
-_ZERO_DIGITS = str.maketrans("123456789", "000000000")
+# numeric_shape works on the UTF-8 bytes: bytes.translate is one table lookup per byte, and
+# every byte of a non-ASCII character (>= 0x80) is an identifier character there, as in scan.l.
+_BYTE_CLASSES = bytes(
+    ord("0") if chr(b).isdigit() and b < 128 else
+    ord("a") if b >= 128 or b == ord("_") or chr(b).isalpha() else
+    ord("$") if b == ord("$") else ord(" ")
+    for b in range(256))
+_ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 
 
-def numeric_shape(sql: str) -> str | None:
+def numeric_shape(sql: str) -> bytes | None:
     """A cache key shared by statements that differ only in the values of numeric constants
     (`... WHERE aid = 12` and `... WHERE aid = 977`), or None when that cannot be told safely.
 
     Safe only when every digit starts or continues a numeric token: no quote, comment or dollar
-    sign (strings and parameters), and no digit right after a word character (identifiers like
-    t1, and 1e5 / 0x1F forms). Then changing digits changes only constants' values, which
+    sign (strings and parameters), and no digit right after an identifier character (t1, tablé1,
+    and 1e5 / 0x1F forms). Then changing digits changes only constants' values, which
     normalization replaces by position, so the normalized text and fingerprint are the same.
-    The key keeps a "#" prefix so it never equals a statement's own text."""
+    The key is bytes, so it never equals a statement's own text (str) in a shared cache."""
     if "'" in sql or "--" in sql or "/*" in sql or "$" in sql:
         return None
-    c = sql.translate(_CLASSES)
-    if "0" not in c or "a0" in c:
+    try:
+        raw = sql.encode()
+    except UnicodeEncodeError:  # lone surrogates: no shortcut
         return None
-    return "#" + sql.translate(_ZERO_DIGITS)
+    c = raw.translate(_BYTE_CLASSES)
+    if b"0" not in c or b"a0" in c:
+        return None
+    return raw.translate(_ZERO_DIGITS)
 
 
 def may_hold_constant(text: str) -> bool:
@@ -123,7 +134,7 @@ class Redactor:
     no module-level state). Texts longer than `max_cached_chars` are not cached."""
 
     def __init__(self, cache_size: int = 4096, max_cached_chars: int = 16384) -> None:
-        self._redacted: _BoundedCache[str, tuple[str, str]] = _BoundedCache(cache_size)
+        self._redacted: _BoundedCache[str | bytes, tuple[str, str]] = _BoundedCache(cache_size)
         self._fingerprints: _BoundedCache[str, str] = _BoundedCache(cache_size)
         self._max_cached = max_cached_chars
 

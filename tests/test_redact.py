@@ -246,6 +246,8 @@ def test_shortcut_equals_full_rescan_on_generated_text(words: list[str], sep: st
     ("SELECT * FROM t WHERE a IN (1, 2.5, -3) LIMIT 10", True),
     ("SELECT * FROM t1 WHERE a = 5", False), ("SELECT 1e5", False), ("SELECT 'x', 5", False),
     ("SELECT $1 + 5", False), ("SELECT 5 -- c", False), ("SELECT a FROM t", False),
+    ("SELECT * FROM tablé1 WHERE a = 5", False), ("SELECT * FROM таблица2", False),
+    ("SELECT 'é', 5", False), ("SELECT \udc80, 5", False),
 ])
 def test_numeric_shape_applies_only_where_safe(sql: str, shape: bool) -> None:
     from agent.redact import numeric_shape
@@ -261,6 +263,7 @@ def test_numeric_shape_applies_only_where_safe(sql: str, shape: bool) -> None:
            "SELECT a, b FROM tab WHERE c BETWEEN {} AND {}.{} ORDER BY 1",
            "INSERT INTO h (a, b, c) VALUES ({}, {}, {})",
            "SELECT col FROM t WHERE v IN ({},{},{}) LIMIT 5 OFFSET 3",
+           "SELECT * FROM tablé{} WHERE données{} = {}",
        ]))
 @settings(max_examples=200, deadline=None)
 def test_numeric_shape_cache_equals_fresh_redaction(first: list[int], second: list[int],
