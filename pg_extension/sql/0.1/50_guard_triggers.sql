@@ -11,25 +11,31 @@ LANGUAGE plpgsql AS $$
 -- Counts the rows really changed; PG_CONTEXT has more than this frame when the statement ran
 -- inside a function, procedure or DO block (then the client's text does not show it). Python
 -- is entered once when this backend already knows the answer (pgwarden._guard_write, reading
--- nothing but its cache), twice otherwise.
+-- nothing but its cache), twice otherwise. The row count and the policy head come from one
+-- query (each SPI query costs an executor start and end), into scalar variables (a record
+-- variable builds an expanded record, with its own memory context, on every firing).
 DECLARE
   n pg_catalog.int8;
+  v pg_catalog.int4;
+  ep pg_catalog.int8;
   ctx pg_catalog.text;
   nested pg_catalog.bool;
   q pg_catalog.text;
-  h record;
   d pg_catalog.jsonb;
   e pg_catalog.jsonb;
 BEGIN
-  SELECT pg_catalog.count(*) INTO n FROM pgwarden_old;
+  SELECT (SELECT pg_catalog.count(*) FROM pgwarden_old), p.version, p.epoch
+    INTO n, v, ep FROM pgwarden.policy_head p;
+  IF NOT FOUND THEN  -- no head row (never, short of tampering): count anyway, Python decides
+    SELECT pg_catalog.count(*) INTO n FROM pgwarden_old;
+  END IF;
   IF n OPERATOR(pg_catalog.>) 0 THEN
     GET DIAGNOSTICS ctx = PG_CONTEXT;
     nested := pg_catalog.strpos(ctx, E'\n') OPERATOR(pg_catalog.>) 0;
     q := pg_catalog.current_query();
-    SELECT p.version, p.epoch INTO h FROM pgwarden.policy_head p;
     IF pgwarden._guard_write(TG_RELID, TG_OP, n, nested, q,
                              pg_catalog.pg_current_xact_id_if_assigned(), SESSION_USER,
-                             h.version, h.epoch) THEN
+                             v, ep) THEN
       d := pgwarden._guard_write_check(TG_RELID, TG_OP, n, nested, q, CURRENT_USER);
       IF d OPERATOR(pg_catalog.?) 'effect_sql' THEN
         -- a rule with action approve: measure the write from the transition table (row count,
