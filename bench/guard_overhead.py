@@ -10,7 +10,10 @@ aid/tid/bid, no_truncate, no_drop, opaque_write); ``nocols`` (the same without p
 columns: a BEFORE UPDATE row trigger makes PostgreSQL lock and fetch every updated row before
 it even looks at the column list, so that rule has a cost of its own). Runs are INTERLEAVED in
 one process (the order rotates every round) so machine noise hits every side alike; the median
-TPS of each side and the ratios are printed per protocol mode. Also measured: the cost pgwarden adds
+TPS of each side and the ratios are printed per protocol mode. Then, per guarded UPDATE/DELETE, where
+the time goes inside pgwarden's functions (one client, ``track_functions = pl``, read back from
+pg_stat_user_functions: the PL/pgSQL trigger's own work, the PL/Python hot path, the full check
+amortized over all firings). Also measured: the cost pgwarden adds
 to the first guarded statement of a new backend (PL/Python start + lazy sqlglot import) and
 sqlglot's import and parse cost in the server's Python.
 
@@ -75,6 +78,31 @@ def setup(cluster: PgCluster, scale: int) -> None:
     installer.install(cluster.dsn("nocols"))
     client.apply(cluster.dsn("nocols"), load(POLICY.replace("    columns: [aid, tid, bid]\n",
                                                             "")), None)
+
+
+def function_costs(cluster: PgCluster, db: str, mode: str, seconds: int) -> dict[str, float]:
+    """Microseconds per tg_write firing spent in each of pgwarden's functions (total time of
+    the function / firings), over a one-client tpcb-like run with track_functions = pl."""
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_reset()")
+    p = subprocess.run([str(PG_BIN / "pgbench"), "-n", "-M", mode, "-c", "1", "-T", str(seconds),
+                        cluster.dsn(db, via="unix", options="-ctrack_functions=pl")],
+                       capture_output=True, text=True, timeout=seconds * 4 + 60)
+    if p.returncode != 0:
+        raise RuntimeError(f"pgbench on {db} failed: {p.stderr.strip()[-800:]}")
+    time.sleep(1)  # statistics arrive when the backend exits
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
+        rows = {r[0]: (r[1], r[2], r[3]) for r in conn.execute(
+            "SELECT funcname::text, calls, total_time, self_time FROM pg_stat_user_functions"
+            " WHERE schemaname = 'pgwarden'")}
+    firings = rows.get("tg_write", (0, 0.0, 0.0))[0]
+    if not firings:
+        return {}
+    out = {"tg_write (all)": rows["tg_write"][1], "tg_write (own work)": rows["tg_write"][2]}
+    for name in ("_guard_write", "_guard_write_check"):
+        if name in rows:
+            out[f"{name} ({rows[name][0]} calls)"] = rows[name][1]
+    return {k: v * 1000 / firings for k, v in out.items()}
 
 
 def first_statement_cost(cluster: PgCluster, db: str, samples: int = 5) -> tuple[float, float]:
@@ -150,6 +178,10 @@ def main() -> None:
             print(f"{mode:<9} median tps: without {plain:8.1f} | all rules {guarded:8.1f}"
                   f" ratio {guarded / plain:.3f} | all but protected columns {nocols:8.1f}"
                   f" ratio {nocols / plain:.3f}")
+        for mode in modes:
+            costs = function_costs(cluster, "nocols", mode, min(args.seconds, 10))
+            print(f"{mode:<9} per guarded write, one client, all but protected columns: "
+                  + "; ".join(f"{k} {v:.1f} us" for k, v in costs.items()))
         first, second = first_statement_cost(cluster, "guarded")
         base_first, base_second = first_statement_cost(cluster, "plain")
         print(f"first guarded UPDATE in a new backend (shape known to the database): "
