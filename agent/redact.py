@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from pglast import parser as _pg
 
@@ -81,8 +81,9 @@ def numeric_shape(sql: str) -> bytes | None:
         raw = sql.encode()
     except UnicodeEncodeError:  # lone surrogates: no shortcut
         return None
-    c = raw.translate(_BYTE_CLASSES)
-    if b"0" not in c or b"a0" in c:
+    # As str: `in` on bytes first tries the operand as an int (a raised and cleared TypeError).
+    c = raw.translate(_BYTE_CLASSES).decode("ascii")
+    if "0" not in c or "a0" in c:
         return None
     return raw.translate(_ZERO_DIGITS)
 
@@ -102,31 +103,25 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class _BoundedCache(Generic[K, V]):
-    """A mapping of at most `maxsize` entries that starts afresh when full.
+class _BoundedCache(dict[K, V]):
+    """A dict of at most `maxsize` entries (via `put`) that starts afresh when full.
 
     Cheaper per call than an LRU (no reordering on every hit) on the capture hot path, where
     most misses are one-off texts (literals vary) and the hits are a small hot set that refills
-    at once after a reset."""
+    at once after a reset. Lookups are plain `dict.get` (no Python-level call)."""
 
-    __slots__ = ("_d", "_max")
+    __slots__ = ("_max",)
 
     def __init__(self, maxsize: int) -> None:
-        self._d: dict[K, V] = {}
+        super().__init__()
         self._max = maxsize
-
-    def get(self, key: K) -> V | None:
-        return self._d.get(key)
 
     def put(self, key: K, value: V) -> None:
         if self._max <= 0:
             return
-        if len(self._d) >= self._max:
-            self._d.clear()
-        self._d[key] = value
-
-    def __len__(self) -> int:
-        return len(self._d)
+        if len(self) >= self._max:
+            self.clear()
+        self[key] = value
 
 
 class Redactor:
