@@ -37,7 +37,8 @@ PROGRAM = textwrap.dedent("""\
     rows = conn.execute("SELECT full_name, email, card_number FROM customers WHERE id = 3"
                         ).fetchall()
     print(json.dumps({"identity": conn.execute("SELECT pgwarden.session_identity()"
-                                                ).fetchone()[0], "rows": rows}))
+                                                ).fetchone()[0], "rows": rows}), flush=True)
+    sys.stdin.read()  # stay connected until the test has looked at this backend's registration
     """)
 
 
@@ -65,12 +66,18 @@ def test_agent_attests_sessions_and_the_collector_knows_who_saw_masked_data(
     agent = AgentProcess(collector.url, work / "agent",
                          ports=(mc.cluster.port,), log_path=work / "agent.log",
                          config_path=config).start()
+    ai = None
     try:
         seen = {}
-        for name in ("billing", "ai"):
-            out = subprocess.run([sys.executable, str(program), mc.dsn(db, "app"), name],
-                                 capture_output=True, text=True, timeout=60, check=True)
-            seen[name] = json.loads(out.stdout)
+        out = subprocess.run([sys.executable, str(program), mc.dsn(db, "app"), "billing"],
+                             input="", capture_output=True, text=True, timeout=60, check=True)
+        seen["billing"] = json.loads(out.stdout)
+        # The ai program stays connected while its registration is read: the agent removes
+        # the rows of exited backends whenever it attests another one (this test's own query).
+        ai = subprocess.Popen([sys.executable, str(program), mc.dsn(db, "app"), "ai"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert ai.stdout is not None and ai.stdin is not None
+        seen["ai"] = json.loads(ai.stdout.readline() or "null")
         row = mc.customers[2]
         assert seen["billing"] == {"identity": "billing", "rows": [[row["full_name"],
                                                                     row["email"],
@@ -78,6 +85,8 @@ def test_agent_attests_sessions_and_the_collector_knows_who_saw_masked_data(
         assert seen["ai"]["identity"] == "ai-agent" and mc.leaks(json.dumps(seen["ai"])) == []
         landed = mc.sql(db, "SELECT extract(epoch FROM attested_at - backend_start) * 1000"
                             " FROM pgwarden.attested WHERE identity = 'ai-agent'")
+        ai.stdin.close()
+        assert ai.wait(timeout=60) == 0
         print(f"\nregistration by the agent landed {float(landed[0][0]):.1f} ms after the "
               "backend started (from its fork, through authentication)")
 
@@ -91,6 +100,8 @@ def test_agent_attests_sessions_and_the_collector_knows_who_saw_masked_data(
         assert rows and all(r["identity"] == "ai-agent" for r in rows)
         assert "app.customers.card_number" in rows[0]["masked_columns"]
     finally:
+        if ai is not None and ai.poll() is None:
+            ai.kill()
         agent.stop()
         collector.stop()
     shutil.rmtree(work, ignore_errors=True)  # kept for a look when the test fails
