@@ -204,10 +204,7 @@ class Capture:
     def poll(self, interval_s: float = 0.02) -> None:
         """Wait up to interval_s for lifecycle events, then collect everything available."""
         self._epoll.poll(interval_s)
-        self._drain_ctl()
-        self._drain_data()
-        self._finish_exited()
-        self._drain_attested()
+        self.flush()
         if time.monotonic() - self._last_rescan > RESCAN_INTERVAL_S:
             self._rescan()
 

@@ -98,14 +98,16 @@ def socket_inodes(pid: int) -> dict[int, int]:
     return fds
 
 
-def _tcp_table(pid: int) -> list[tuple[str, int, str, int, str, int]]:
-    """(local addr, local port, remote addr, remote port, state hex, inode) in PID's net namespace."""
+def _tcp_table(pid: int, state: str | None = None) -> list[tuple[str, int, str, int, str, int]]:
+    """(local addr, local port, remote addr, remote port, state hex, inode) in PID's net namespace;
+    only rows in `state` (e.g. LISTEN) when given, tested before the row is parsed: on a busy
+    host the tables hold thousands of established connections."""
     rows = []
     for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
         text = _read(PROC / str(pid) / "net" / name) or ""
         for line in text.splitlines()[1:]:
             parts = line.split()
-            if len(parts) < 10:
+            if len(parts) < 10 or (state is not None and parts[3] != state):
                 continue
             (laddr, lport), (raddr, rport) = (p.split(":") for p in parts[1:3])
             rows.append((_hex_addr(laddr, family), int(lport, 16), _hex_addr(raddr, family),
@@ -122,20 +124,10 @@ def _hex_addr(text: str, family: int) -> str:
 
 
 def listen_ports(pid: int) -> tuple[int, ...]:
-    """TCP ports the process listens on.
-
-    Reads only the LISTEN rows of /proc/PID/net/tcp{,6} (fields: sl, local, remote, st, ...,
-    inode 10th): on a busy host the tables hold thousands of established connections."""
+    """TCP ports the process listens on."""
     inodes = set(socket_inodes(pid).values())
-    ports = set()
-    for name in ("tcp", "tcp6"):
-        for line in (_read(PROC / str(pid) / "net" / name) or "").splitlines()[1:]:
-            head = line.split(None, 4)
-            if len(head) == 5 and head[3] == _TCP_LISTEN:
-                rest = head[4].split()
-                if len(rest) >= 6 and rest[5].isdigit() and int(rest[5]) in inodes:
-                    ports.add(int(head[1].rsplit(":", 1)[1], 16))
-    return tuple(sorted(ports))
+    return tuple(sorted({lport for _, lport, _, _, _, ino in _tcp_table(pid, _TCP_LISTEN)
+                         if ino in inodes}))
 
 
 def find_postmasters() -> list[Postmaster]:

@@ -42,6 +42,7 @@ import psycopg
 
 from agent.db import install as installer
 from agent.pgcluster import PG_BIN, PgCluster, make_workdir
+from agent.pii.validators import luhn_ok
 from agent.policy import client
 from agent.policy.schema import Policy, load
 
@@ -89,7 +90,7 @@ class Seed:
 
     def card(self) -> str:
         body = "4" + self.digits(14)
-        number = next(body + d for d in string.digits if _luhn(body + d))
+        number = next(body + d for d in string.digits if luhn_ok(body + d))
         return self.keep(" ".join(number[i:i + 4] for i in range(0, 16, 4)))
 
     def ssn(self) -> str:
@@ -120,14 +121,6 @@ class Seed:
 
     def dob(self) -> dt.date:
         return dt.date(1950, 1, 1) + dt.timedelta(days=self.r.randint(0, 365 * 50))
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
 
 
 SCHEMA = """
